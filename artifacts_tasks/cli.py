@@ -1,0 +1,395 @@
+"""`cryptorun artifacts <command>` / `python -m artifacts_tasks <command>`: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import json
+import os
+import sys
+import traceback
+import unicodedata
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import _fs, errors
+from .config import Config, load_config
+from .errors import ArtifactsError, UnknownIdError, UsageError
+from .manifest import Entry, Manifest, load_manifest, now_utc
+from .progress import make_progress
+from .scan import Refreshed, check_root, refresh
+
+Handler = Callable[[argparse.Namespace, "Context"], int]
+
+
+class Context:
+    """What every command needs: the root, the config, and where to print."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.root = Path(args.root)
+        self.config_path = Path(args.config) if args.config is not None else None
+        self.progress = not args.no_progress
+        self.out = out
+        self.err = err
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def refresh(self, command: str, *, force: bool = False) -> Refreshed:
+        """Take the lock and bring the manifest up to date with the tree."""
+        check_root(self.root)
+        config = self.config  # a bad config fails before anything is touched
+        with _fs.root_lock(self.root, command):
+            progress = make_progress("scan", enabled=self.progress)
+            done = refresh(self.root, config, force=force, progress=progress)
+        for warning in done.result.warnings:
+            print(f"warning: {warning}", file=self.err)
+        return done
+
+    def current_manifest(self, command: str) -> Manifest:
+        """A fresh manifest; when another writer holds the lock, the last one saved."""
+        try:
+            return self.refresh(command).result.manifest
+        except errors.LockHeldError as exc:
+            saved = load_manifest(self.root)
+            if saved is None:
+                raise
+            print(
+                f"note: {exc}; showing the manifest saved at "
+                f"{saved.generated_at:%Y-%m-%d %H:%M:%S}Z",
+                file=self.err,
+            )
+            return saved
+
+
+# ---- formatting -------------------------------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    """Sizes as in the mission's examples: 0B, 856K, 2.1M (one decimal below 10)."""
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            if unit == "B":
+                return f"{n}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def plural(n: int, word: str) -> str:
+    """`1 run`, `2 runs`; `1 family`, `2 families`."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
+
+
+def cell(text: str, width: int) -> str:
+    """Pad to a display width (an emoji such as 📌 takes two columns)."""
+    shown = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - shown)
+
+
+def status_cell(entry: Entry, last_run: set[str], last_pass: set[str]) -> str:
+    marks = ("*" if entry.id in last_run else "") + ("+" if entry.id in last_pass else "")
+    return entry.status + marks
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
+    done = ctx.refresh("scan", force=args.force)
+    r = done.result
+    m = r.manifest
+    families = len({e.family for e in m.entries})
+    state = "manifest updated" if done.written else "manifest unchanged"
+    if done.rebuilt_from:
+        state = f"manifest rebuilt (the old one was refused: {done.rebuilt_from})"
+    print(
+        f"Scanned {plural(r.files_seen, 'file')} in {plural(len(m.entries), 'run')} "
+        f"({plural(families, 'family')}): "
+        f"{r.files_hashed} hashed ({human_size(r.bytes_hashed)}), {r.files_reused} unchanged; "
+        f"{state}",
+        file=ctx.out,
+    )
+    if args.verbose:
+        for s in sorted(r.skipped, key=lambda s: s.path):
+            print(f"  skipped {_fs.display_path(s.path)}: {s.reason}", file=ctx.out)
+    return errors.EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    manifest = ctx.current_manifest("list")
+    last_run, last_pass = manifest.markers()
+    entries = [e for e in manifest.entries if args.family is None or e.family == args.family]
+    if args.family is not None and args.family not in ctx.config.family_names():
+        raise UsageError(
+            f"unknown family {args.family!r} (families: {', '.join(ctx.config.family_names())})"
+        )
+    if args.json:
+        json.dump(list_json(entries, last_run, last_pass), ctx.out, indent=2)
+        ctx.out.write("\n")
+        return errors.EXIT_OK
+    print_table(entries, last_run, last_pass, ctx.out, verbose=args.verbose)
+    return errors.EXIT_OK
+
+
+def list_json(entries: Sequence[Entry], last_run: set[str], last_pass: set[str]) -> dict[str, Any]:
+    by_family: dict[str, dict[str, int]] = {}
+    for e in entries:
+        t = by_family.setdefault(e.family, {"entries": 0, "files": 0, "size": 0})
+        t["entries"] += 1
+        t["files"] += e.file_count
+        t["size"] += e.size
+    return {
+        "entries": [
+            {
+                "id": e.id,
+                "family": e.family,
+                "timestamp": e.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "status": e.status,
+                "pinned": e.pinned,
+                "last_run": e.id in last_run,
+                "last_pass": e.id in last_pass,
+                "size": e.size,
+                "file_count": e.file_count,
+                "paths": sorted(f.path for f in e.files),
+                "directory": e.directory,
+                "run_key": e.run_key,
+            }
+            for e in entries
+        ],
+        "totals": {
+            "entries": len(entries),
+            "files": sum(e.file_count for e in entries),
+            "size": sum(e.size for e in entries),
+            "by_family": by_family,
+        },
+    }
+
+
+def print_table(
+    entries: Sequence[Entry],
+    last_run: set[str],
+    last_pass: set[str],
+    out: TextIO,
+    *,
+    verbose: bool,
+) -> None:
+    """The mission's table, then the legend and the totals per family."""
+    if not entries:
+        print("No runs found.", file=out)
+        return
+    statuses = {e.id: status_cell(e, last_run, last_pass) for e in entries}
+    wid = max([12, *(len(e.id) for e in entries)])
+    wfam = max([10, *(len(e.family) for e in entries)])
+    wst = max([6, *(len(s) for s in statuses.values())])
+    head = f"{'ID':<{wid}} {'FAMILY':<{wfam}} {'TIMESTAMP':<19} {'SIZE':<8} {'STATUS':<{wst}}"
+    print(f"{head} PINNED FILES", file=out)
+    totals: dict[str, list[int]] = {}
+    for e in entries:
+        pin = cell("📌" if e.pinned else "", 6)
+        print(
+            f"{e.id:<{wid}} {e.family:<{wfam}} {e.timestamp:%Y-%m-%d %H:%M:%S} "
+            f"{human_size(e.size):<8} {statuses[e.id]:<{wst}} {pin} {e.file_count}",
+            file=out,
+        )
+        if verbose:
+            for f in e.files:
+                print(f"    {_fs.display_path(f.path)}  {human_size(f.size)}  {f.status}", file=out)
+        t = totals.setdefault(e.family, [0, 0, 0])
+        t[0] += 1
+        t[1] += e.file_count
+        t[2] += e.size
+    print("\nLegend: * = last run, + = last pass, 📌 = pinned", file=out)
+    files = sum(t[1] for t in totals.values())
+    size = sum(t[2] for t in totals.values())
+    print(
+        f"Totals: {plural(len(entries), 'run')}, {plural(files, 'file')}, {human_size(size)}",
+        file=out,
+    )
+    for family, (n_runs, n_files, n_bytes) in totals.items():
+        print(
+            f"  {family}: {plural(n_runs, 'run')}, {plural(n_files, 'file')}, "
+            f"{human_size(n_bytes)}",
+            file=out,
+        )
+
+
+def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
+    from .pins import set_pin
+
+    check_root(ctx.root)
+    config = ctx.config
+    with _fs.root_lock(ctx.root, "pin"):
+        manifest = refresh(ctx.root, config).result.manifest
+        entry = find_entry(manifest, args.id)
+        config_family = config.config_pins().get(entry.id)
+        if not args.on and config_family is not None:
+            raise UsageError(
+                f"{entry.id} is pinned in {config.path} (retention.{config_family}.pin); "
+                "remove it there to unpin it"
+            )
+        changed = set_pin(ctx.root, entry, on=args.on, now=now_utc())
+        if changed:
+            refresh(ctx.root, config)
+    when = f"{entry.timestamp:%Y-%m-%d %H:%M:%S}"
+    verb = "Pinned" if args.on else "Unpinned"
+    note = "" if changed else f" (it already was {'pinned' if args.on else 'not pinned'})"
+    print(f"{verb} {entry.id} ({entry.family}, {when}){note}", file=ctx.out)
+    return errors.EXIT_OK
+
+
+def find_entry(manifest: Manifest, entry_id: str) -> Entry:
+    """The entry with this exact id, or an error naming the close matches."""
+    by_id = manifest.by_id()
+    if entry_id in by_id:
+        return by_id[entry_id]
+    ids = sorted(by_id)
+    close = [i for i in ids if i.startswith(entry_id)] if entry_id else []
+    close += [
+        c for c in difflib.get_close_matches(entry_id, ids, n=3, cutoff=0.5) if c not in close
+    ]
+    raise UnknownIdError(entry_id, close[:5])
+
+
+# ---- parser -----------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--root/--config/--no-progress/--debug, accepted before or after the command name."""
+
+    def d(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("global options")
+    g.add_argument(
+        "--root",
+        default=d("artifacts"),
+        metavar="DIR",
+        help="the artifacts tree (default: ./artifacts)",
+    )
+    g.add_argument(
+        "--config",
+        default=d(None),
+        metavar="FILE",
+        help="config file (default: ./config/artifacts.yaml, built-in defaults if absent)",
+    )
+    g.add_argument(
+        "--no-progress", action="store_true", default=d(False), help="never draw progress bars"
+    )
+    g.add_argument(
+        "--debug", action="store_true", default=d(False), help="show tracebacks for errors"
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what, and where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(errors.EXIT_USAGE, f"usage error: {self.prog}: {message} (see --help)\n")
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Keep a tree of verification artifacts at a sane size without losing what "
+        "matters.",
+    )
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _global_options(p, suppress=True)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("scan", cmd_scan, "rescan the tree into the manifest (incremental)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rehash every file; rebuild a refused manifest from the file system",
+    )
+    p.add_argument("--verbose", action="store_true", help="say what was skipped and why")
+
+    p = command("list", cmd_list, "list the runs: id, family, time, size, status, pins")
+    p.add_argument("--family", metavar="F", help="only this family")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verbose", action="store_true", help="show each run's files")
+
+    p = command("pin", cmd_pin, "pin a run so that gc never deletes it (or unpin it)")
+    p.add_argument("--id", required=True, metavar="ID", help="the run's id (see `list`)")
+    state = p.add_mutually_exclusive_group(required=True)
+    state.add_argument("--on", dest="on", action="store_true", help="pin it")
+    state.add_argument("--off", dest="on", action="store_false", help="unpin it")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "python -m artifacts_tasks",
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; return its exit code (callable from tests without a subprocess)."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return errors.EXIT_OK if exc.code == 0 else errors.EXIT_USAGE
+    try:
+        ctx = Context(args, out, err)
+        code: int = args.handler(args, ctx)
+        return code
+    except ArtifactsError as exc:
+        if args.debug:
+            traceback.print_exc(file=err)
+        print(f"{exc.label}: {exc}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return errors.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`list | head`): not an error; keep Python from complaining.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return errors.EXIT_OK
+    except Exception as exc:  # a bug: say so in one line unless --debug
+        if args.debug:
+            traceback.print_exc(file=err)
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            file=err,
+        )
+        return errors.EXIT_INTERNAL
+
+
+def console_main() -> int:
+    """The `cryptorun` console script: `cryptorun artifacts <command> ...`."""
+    argv = sys.argv[1:]
+    # Global options may come first: `cryptorun --root X artifacts list`.
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "artifacts":
+        takes_value = argv[i] in ("--root", "--config")
+        i += 2 if takes_value else 1
+    if i >= len(argv) or argv[i] != "artifacts":
+        if any(a in ("-h", "--help") for a in argv[:i]) or not argv:
+            print(
+                "usage: cryptorun artifacts COMMAND [options]   (try: cryptorun artifacts --help)"
+            )
+            return errors.EXIT_OK if argv else errors.EXIT_USAGE
+        print("error: usage: cryptorun artifacts COMMAND [options]", file=sys.stderr)
+        return errors.EXIT_USAGE
+    return main(argv[:i] + argv[i + 1 :], prog="cryptorun artifacts")

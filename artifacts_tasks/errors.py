@@ -1,0 +1,99 @@
+"""The errors the tool expects, each carrying its facts and its exit code."""
+
+from __future__ import annotations
+
+# Exit codes (DESIGN §6).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_LOCKED = 4
+EXIT_INTERRUPTED = 130
+
+
+class ArtifactsError(Exception):
+    """Base of every expected error: one clear line, a documented exit code."""
+
+    exit_code = EXIT_FAILED
+    label = "error"  # how the CLI starts the line: `error: ...`, `config error: ...`
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ArtifactsError):
+    """Bad command-line use: nothing was touched."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ArtifactsError):
+    """The config file is unreadable, not YAML, or fails its schema."""
+
+    exit_code = EXIT_USAGE
+    label = "config error"
+
+    def __init__(self, file: str, key_path: str, problem: str) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.problem = problem
+        where = f"{file}: {key_path}: " if key_path else f"{file}: "
+        super().__init__(f"{where}{problem}")
+
+
+class ManifestError(ArtifactsError):
+    """The manifest (or pins file) on disk cannot be trusted."""
+
+    exit_code = EXIT_USAGE
+    label = "manifest error"
+
+    def __init__(self, file: str, problem: str, *, hint: str | None = None) -> None:
+        self.file = file
+        self.problem = problem
+        fix = hint or "run `cryptorun artifacts scan --force` to rebuild it from the file system"
+        super().__init__(f"{file}: {problem}; {fix}")
+
+
+class ScanLimitError(ArtifactsError):
+    """The tree holds more artifact files than `indexing.max_files_per_scan` allows."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, root: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"scan stopped: {root} holds more than {limit} artifact files "
+            "(indexing.max_files_per_scan); raise the limit in the config or scan a smaller root"
+        )
+
+
+class UnknownIdError(ArtifactsError):
+    """An entry id that the manifest does not know."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, entry_id: str, close: list[str]) -> None:
+        self.entry_id = entry_id
+        self.close = close
+        hint = (
+            f"; did you mean {', '.join(close)}?" if close else "; see `cryptorun artifacts list`"
+        )
+        super().__init__(f"unknown id {entry_id!r}{hint}")
+
+
+class LockHeldError(ArtifactsError):
+    """Another writer holds the root's lock."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, lock_path: str, holder: str) -> None:
+        self.lock_path = lock_path
+        self.holder = holder
+        super().__init__(
+            f"another writer holds {lock_path} ({holder or 'holder unknown'}); "
+            "wait for it to finish and retry"
+        )

@@ -1,0 +1,250 @@
+"""Which family and which run a path belongs to, its timestamp, its status, its id."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import xxhash
+
+from .config import Family
+
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+PASS_WORDS = frozenset({"pass", "passed", "ok", "success", "green"})
+FAIL_WORDS = frozenset({"fail", "failed", "error", "red"})
+STATUS_KEYS = ("status", "result", "verdict")
+BOOL_KEYS = ("passed", "ok", "success")
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate a family glob (`**` = any depth, `*`/`?` within a segment) to a regex."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+class Classifier:
+    """Maps a root-relative POSIX path to its family: the first (config order) that matches."""
+
+    def __init__(self, families: Sequence[Family]) -> None:
+        self.families = tuple(families)
+        parts = []
+        for index, family in enumerate(self.families):
+            alts = "|".join(glob_to_regex(p) for p in family.patterns)
+            parts.append(f"(?P<f{index}>{alts})")
+        self._regex = re.compile(r"\A(?:" + "|".join(parts) + r")\Z", re.DOTALL)
+        self._run = {
+            f.name: re.compile(f.run_pattern) for f in self.families if f.run_pattern is not None
+        }
+
+    def family_of(self, rel: str) -> Family | None:
+        """The family of `rel`, or None when it is not an artifact."""
+        if any(part.startswith(".") for part in rel.split("/")):
+            return None
+        m = self._regex.match(rel)
+        if m is None or m.lastgroup is None:
+            return None
+        return self.families[int(m.lastgroup[1:])]
+
+    def run_key(self, family: Family, name: str) -> tuple[str, datetime | None]:
+        """The run key of file `name` and the time it names (UTC), if any (DESIGN §2)."""
+        pattern = self._run.get(family.name)
+        if pattern is not None:
+            m = pattern.search(name)
+            if m is not None and m.group("run"):
+                key = m.group("run")
+                return key, find_timestamp(key)[1]
+        token, when = find_timestamp(name)
+        if token is not None and when is not None:
+            return when.strftime("%Y%m%dT%H%M%SZ"), when
+        return stem(name), None
+
+
+_TS = re.compile(
+    r"(?<!\d)(?:"
+    r"(?P<a>\d{8})[_T-](?P<b>\d{6})(?P<z1>Z)?"
+    r"|(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})T(?P<h>\d{2})(?P<sep>[:-])(?P<mi>\d{2})(?P=sep)(?P<s>\d{2})(?P<z2>Z)?"
+    r")(?!\d)"
+)
+
+
+def find_timestamp(name: str) -> tuple[str | None, datetime | None]:
+    """The first valid timestamp token in `name` and its time as UTC."""
+    for m in _TS.finditer(name):
+        if m.group("a"):
+            digits = m.group("a") + m.group("b")
+        else:
+            digits = "".join(m.group(g) for g in ("y", "mo", "d", "h", "mi", "s"))
+        try:
+            when = datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return m.group(0), when
+    return None, None
+
+
+def stem(name: str) -> str:
+    """The file name without its last extension (`a.tar.gz` -> `a.tar`, `.x` stays)."""
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
+
+
+def entry_id_hash(family: str, directory: str, run_key: str) -> str:
+    """The full 32-hex-digit hash an entry id is a prefix of (8 digits unless they collide)."""
+    data = f"{family}\x00{directory}\x00{run_key}".encode("utf-8", "surrogateescape")
+    return str(xxhash.xxh3_128_hexdigest(data))
+
+
+def assign_ids(hashes: Iterable[str]) -> dict[str, str]:
+    """Full hash -> shortest prefix (8 digits at least) that no other hash shares."""
+    full = sorted(set(hashes))
+    ids: dict[str, str] = {}
+    for i, h in enumerate(full):
+        length = 8
+        for other in (full[i - 1] if i else None, full[i + 1] if i + 1 < len(full) else None):
+            if other is not None:
+                common = next((k for k in range(32) if h[k] != other[k]), 32)
+                length = max(length, common + 1)
+        ids[h] = h[:length]
+    return ids
+
+
+# ---- status -----------------------------------------------------------------------------
+
+
+def word_status(value: object) -> str | None:
+    """pass/fail for a verdict word or boolean, None when it says neither."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in PASS_WORDS:
+            return PASS
+        if word in FAIL_WORDS:
+            return FAIL
+    return None
+
+
+def record_status(record: object) -> str | None:
+    """The verdict a JSON value carries at its top level, if any."""
+    if not isinstance(record, dict):
+        return None
+    for key in STATUS_KEYS:
+        if key in record:
+            found = word_status(record[key])
+            if found is not None:
+                return found
+    for key in BOOL_KEYS:
+        if isinstance(record.get(key), bool):
+            return PASS if record[key] else FAIL
+    return None
+
+
+_HINT = re.compile(rb'"(?:status|result|verdict|passed|ok|success)"')
+
+
+def jsonl_status(data: bytes) -> str | None:
+    """The verdict of the last JSONL record that carries one."""
+    for line in reversed(data.splitlines()):
+        if _HINT.search(line):
+            try:
+                found = record_status(json.loads(line))
+            except ValueError:
+                continue
+            if found is not None:
+                return found
+    return None
+
+
+def json_status(data: bytes) -> str | None:
+    try:
+        return record_status(json.loads(data))
+    except ValueError:
+        return None
+
+
+_MD_KEY = re.compile(
+    r"^\s{0,3}(?:[-*+>]\s+)?[*_]{0,2}\s*(?:status|result|verdict)\s*[*_]{0,2}\s*:\s*[*_]{0,2}\s*:?"
+    r"\s*[*_`]{0,2}\s*([A-Za-z]+)",
+    re.IGNORECASE,
+)
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
+_MD_HEADING_WORD = re.compile(r"(?<![A-Za-z])(PASS(?:ED)?|FAIL(?:ED)?)(?![A-Za-z])")
+
+
+def markdown_status(lines: Iterable[str]) -> str | None:
+    """The first `Status: PASS`-like line, or heading with PASS/FAIL/✅/❌, decides."""
+    for line in lines:
+        m = _MD_KEY.match(line)
+        if m is not None:
+            found = word_status(m.group(1))
+            if found is not None:
+                return found
+        if _MD_HEADING.match(line):
+            words = _MD_HEADING_WORD.findall(line)
+            if "❌" in line or any(w.startswith("FAIL") for w in words):
+                return FAIL
+            if "✅" in line or words:
+                return PASS
+    return None
+
+
+_NAME_WORDS = re.compile(r"[A-Za-z]+")
+
+
+def name_status(name: str) -> str | None:
+    """Fallback: the words pass/fail in the file name."""
+    words = {w.lower() for w in _NAME_WORDS.findall(name)}
+    if words & {"fail", "failed"}:
+        return FAIL
+    if words & {"pass", "passed"}:
+        return PASS
+    return None
+
+
+def content_status(name: str, data: bytes) -> str:
+    """Status of one file from its (whole or tail) content, falling back to its name."""
+    lower = name.lower()
+    found: str | None = None
+    if lower.endswith(".jsonl"):
+        found = jsonl_status(data)
+    elif lower.endswith(".json"):
+        found = json_status(data)
+    elif lower.endswith(".md"):
+        found = markdown_status(data.decode("utf-8", "replace").splitlines())
+    return found or name_status(name) or UNKNOWN
+
+
+def run_status(statuses: Iterable[str]) -> str:
+    """fail if any file says fail, else pass if any says pass, else unknown."""
+    seen = set(statuses)
+    if FAIL in seen:
+        return FAIL
+    return PASS if PASS in seen else UNKNOWN
