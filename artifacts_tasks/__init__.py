@@ -3,7 +3,7 @@
 from .config import Config, Family, Retention, default_config, load_config
 from .errors import ArtifactsError
 from .manifest import Entry, FileRecord, Manifest, load_manifest
-from .scan import ScanResult, scan
+from .scan import Refreshed, ScanResult, refresh
 
 __all__ = [
     "ArtifactsError",
@@ -12,11 +12,12 @@ __all__ = [
     "Family",
     "FileRecord",
     "Manifest",
+    "Refreshed",
     "Retention",
     "ScanResult",
     "default_config",
     "load_config",
     "load_manifest",
-    "scan",
+    "refresh",
 ]
 __version__ = "0.1.0"

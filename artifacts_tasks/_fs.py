@@ -94,6 +94,24 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
         os.close(fd)
 
 
+def open_dir_under(root: Path, rel_dir: str) -> int:
+    """Open `root/rel_dir` as a directory fd without following a symlink in `rel_dir`.
+
+    Each component is opened with O_NOFOLLOW relative to its parent, so a directory
+    swapped for a symlink after a walk fails with ELOOP/ENOTDIR instead of leading out.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in rel_dir.split("/") if rel_dir else ():
+        try:
+            child = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
 def is_safe_relpath(rel: str) -> bool:
     """True for a relative POSIX path that stays inside its root (no '..', not absolute)."""
     if not rel or "\x00" in rel:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import xxhash
 
+from . import _fs
 from . import families as fam
 from ._fs import display_path
 from .config import Config, Family
@@ -28,6 +29,8 @@ HEAD_TAIL_BYTES = 1 << 20
 # A bigger JSON file is parsed for its status only up to this size.
 JSON_PARSE_LIMIT = 64 << 20
 VANISHED = "vanished during the scan"
+# Files hashed per task: one safe directory open serves a whole batch.
+BATCH = 128
 # Below this many files to hash, threads cost more than they save.
 PARALLEL_THRESHOLD = 64
 
@@ -177,27 +180,50 @@ def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[str, str, os.sta
 def _hash_all(
     root: Path, files: list[_Found], buffer: int, workers: int
 ) -> Iterator[tuple[_Found, FileRecord | str]]:
-    def one(f: _Found) -> FileRecord | str:
+    """Hash files in batches that share one safely opened directory fd."""
+    batches: list[list[_Found]] = []
+    by_dir: dict[str, list[_Found]] = {}
+    for f in files:
+        by_dir.setdefault(f.rel.rpartition("/")[0], []).append(f)
+    for members in by_dir.values():
+        batches += [members[i : i + BATCH] for i in range(0, len(members), BATCH)]
+
+    def one_batch(batch: list[_Found]) -> list[tuple[_Found, FileRecord | str]]:
         try:
-            return hash_file(root, f.rel, f.name, buffer)
-        except FileNotFoundError:
-            return VANISHED
+            dir_fd = _fs.open_dir_under(root, batch[0].rel.rpartition("/")[0])
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return "became a symlink during the scan: not followed"
-            return f"cannot read ({exc.strerror}); left out of the manifest"
+            return [(f, _why(exc)) for f in batch]
+        try:
+            out: list[tuple[_Found, FileRecord | str]] = []
+            for f in batch:
+                try:
+                    out.append((f, hash_file(dir_fd, f.rel, f.name, buffer)))
+                except OSError as exc:
+                    out.append((f, _why(exc)))
+            return out
+        finally:
+            os.close(dir_fd)
 
     if workers > 1 and len(files) >= PARALLEL_THRESHOLD:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            yield from zip(files, pool.map(one, files, chunksize=1), strict=True)
+            for done in pool.map(one_batch, batches):
+                yield from done
     else:
-        for f in files:
-            yield f, one(f)
+        for batch in batches:
+            yield from one_batch(batch)
 
 
-def hash_file(root: Path, rel: str, name: str, buffer: int) -> FileRecord | str:
+def _why(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return VANISHED
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "became a symlink during the scan: not followed"
+    return f"cannot read ({exc.strerror}); left out of the manifest"
+
+
+def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str:
     """Hash one file (never through a symlink) and read its status from the same bytes."""
-    fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):

@@ -1,0 +1,257 @@
+"""Scanning: grouping into runs, incremental hashing, and odd or hostile trees."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from artifacts_tasks import scan as scan_mod
+from artifacts_tasks.config import build_config, default_config
+from artifacts_tasks.manifest import load_manifest
+
+from .conftest import MakeTree, run_main, write
+
+RUN = {
+    "bench/topgainers_20250906_143022.jsonl": '{"p99_ms": 3}\n{"status": "pass"}\n',
+    "bench/topgainers_20250906_143022.md": "# Bench\n**Status:** PASS\n",
+    "bench/p99_20250906_143022.json": '{"status": "fail"}',
+    "bench/topgainers_20250905_101010.md": "# Bench\nStatus: PASS\n",
+    "nightly/bench/topgainers_20250906_143022.md": "# Nightly\nStatus: PASS\n",
+    "microstructure/proofs/proof_20250906_120000.jsonl": '{"status": "ok"}\n',
+    "greenwall/baseline.md": "# Baseline\n",
+    "notes.txt": "not an artifact",
+}
+
+
+def scan(root: Path, **kw: object) -> scan_mod.ScanResult:
+    return scan_mod.refresh(root, default_config(), **kw).result  # type: ignore[arg-type]
+
+
+def test_groups_files_into_runs(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    m = scan(root).manifest
+    runs = {(e.family, e.directory, e.run_key): e for e in m.entries}
+    assert set(runs) == {
+        ("bench", "bench", "20250906T143022Z"),
+        ("bench", "bench", "20250905T101010Z"),
+        ("bench", "nightly/bench", "20250906T143022Z"),  # same family, a separate run
+        ("proofs", "microstructure/proofs", "20250906T120000Z"),
+        ("greenwall", "greenwall", "baseline"),
+    }
+    main_run = runs[("bench", "bench", "20250906T143022Z")]
+    assert [f.path for f in main_run.files] == [
+        "bench/p99_20250906_143022.json",
+        "bench/topgainers_20250906_143022.jsonl",
+        "bench/topgainers_20250906_143022.md",
+    ]
+    assert main_run.status == "fail"  # one file says fail
+    assert main_run.timestamp == datetime(2025, 9, 6, 14, 30, 22, tzinfo=UTC)
+    assert main_run.timestamp_source == "run_key"
+    assert main_run.size == sum(len(RUN[f.path]) for f in main_run.files)
+    baseline = runs[("greenwall", "greenwall", "baseline")]
+    assert baseline.status == "unknown"
+    assert baseline.timestamp_source == "mtime"
+    assert baseline.timestamp == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)  # the fixture's mtime
+    assert [e.timestamp for e in m.entries] == sorted(
+        (e.timestamp for e in m.entries), reverse=True
+    )
+    for _, f in m.files():
+        assert f.xxh3_128 == xxhash.xxh3_128_hexdigest((root / f.path).read_bytes())
+
+
+def test_rescan_reuses_checksums_and_force_rehashes(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    first = scan(root)
+    assert (first.files_hashed, first.files_reused) == (7, 0)
+    again = scan_mod.refresh(root, default_config())
+    assert (again.result.files_hashed, again.result.files_reused) == (0, 7)
+    assert not again.written
+    assert again.result.manifest.entries == first.manifest.entries
+
+    write(root, "bench/topgainers_20250905_101010.md", "# Bench\nStatus: FAIL\n")
+    edited = scan(root)
+    assert edited.files_hashed == 1
+    by_key = {e.run_key: e for e in edited.manifest.entries if e.directory == "bench"}
+    assert by_key["20250905T101010Z"].status == "fail"
+
+    forced = scan(root, force=True)
+    assert forced.files_hashed == 7
+    assert forced.manifest.entries == edited.manifest.entries
+
+
+def test_ids_are_stable_across_rescans_and_unrelated_changes(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    ids = {(e.directory, e.run_key): e.id for e in scan(root).manifest.entries}
+    (root / "bench" / "topgainers_20250905_101010.md").unlink()
+    write(root, "greenwall/new_20250907_000000.md", "Status: PASS")
+    after = {(e.directory, e.run_key): e.id for e in scan(root, force=True).manifest.entries}
+    for key, value in after.items():
+        if key in ids:
+            assert ids[key] == value
+
+
+def test_symlinks_are_never_followed(make_tree: MakeTree, tmp_path: Path) -> None:
+    root = make_tree(RUN)
+    outside = tmp_path / "outside"
+    write(outside, "bench/secret_20250906_143022.md", "Status: PASS")
+    os.symlink(outside / "bench" / "secret_20250906_143022.md", root / "bench" / "link.md")
+    os.symlink(outside, root / "linked_dir")
+    os.symlink(outside / "bench", root / "nightly" / "bench2")
+    result = scan(root)
+    paths = {f.path for _, f in result.manifest.files()}
+    assert not any("secret" in p or "link" in p for p in paths)
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert reasons["bench/link.md"] == "symlink: never followed"
+    assert reasons["linked_dir"] == "symlink: never followed"
+    assert reasons["notes.txt"] == "unmanaged: matches no family pattern"
+    verbose = run_main("--root", root, "scan", "--verbose")
+    assert "skipped bench/link.md: symlink: never followed" in verbose.out
+    assert "skipped notes.txt: unmanaged" in verbose.out
+
+
+@pytest.mark.parametrize("swap", ["file", "directory"])
+def test_path_swapped_for_a_symlink_after_the_walk_is_not_followed(
+    make_tree: MakeTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    root = make_tree(RUN)
+    outside = tmp_path / "outside"
+    write(outside, "bench/topgainers_20250905_101010.md", "Status: FAIL, read from outside\n")
+    real_walk = scan_mod._walk
+
+    def walk_then_swap(root_: Path, skipped: list[scan_mod.Skipped]):  # type: ignore[no-untyped-def]
+        listed = list(real_walk(root_, skipped))
+        victim = root / "bench" / "topgainers_20250905_101010.md"
+        if swap == "file":
+            victim.unlink()
+            os.symlink(outside / "bench" / victim.name, victim)
+        else:
+            os.rename(root / "bench", tmp_path / "moved")
+            os.symlink(outside / "bench", root / "bench")
+        yield from listed
+
+    monkeypatch.setattr(scan_mod, "_walk", walk_then_swap)
+    result = scan(root)
+    assert not any("outside" in w for w in result.warnings)
+    assert "became a symlink during the scan: not followed" in "\n".join(result.warnings)
+    for _, f in result.manifest.files():
+        assert not (root / f.path).is_symlink()
+        assert (root / f.path).resolve().is_relative_to(root.resolve())
+
+
+def test_dot_entries_are_never_artifacts(make_tree: MakeTree) -> None:
+    root = make_tree(
+        {**RUN, ".trash/bench/a_20250101_000000.md": "x", "bench/.partial_20250101_000000.md": "x"}
+    )
+    paths = {f.path for _, f in scan(root).manifest.files()}
+    assert not any("/." in f"/{p}" for p in paths)
+
+
+def test_odd_names(make_tree: MakeTree) -> None:
+    root = make_tree({})
+    names = [
+        b"bench/caf\xe9_20250101_000000.md",
+        b"bench/new\nline.md",
+        b"bench/sp ace \xe2\x9c\x85.md",
+    ]
+    for name in names:
+        write(root, name, "Status: PASS\n")
+    m = scan(root).manifest
+    assert sorted(os.fsencode(f.path) for _, f in m.files()) == sorted(names)
+    listed = run_main("--root", root, "list", "--verbose")
+    assert listed.code == 0
+    assert "bench/caf\\xe9_20250101_000000.md" in listed.out
+    assert "bench/new\\nline.md" in listed.out
+    as_json = run_main("--root", root, "list", "--json")
+    paths = [p for e in json.loads(as_json.out)["entries"] for p in e["paths"]]
+    assert sorted(os.fsencode(p) for p in paths) == sorted(names)
+    assert load_manifest(root) == m
+
+
+def test_max_files_per_scan_stops_before_writing(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    config = build_config({"indexing": {"max_files_per_scan": 3}}, "c.yaml")
+    from artifacts_tasks.errors import ScanLimitError
+
+    with pytest.raises(ScanLimitError, match="more than 3 artifact files"):
+        scan_mod.refresh(root, config)
+    assert load_manifest(root) is None
+
+
+def test_unreadable_file_is_left_out_with_a_warning(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(RUN)
+    real_open = os.open
+
+    def deny(path: str, flags: int, *args: int, **kw: int) -> int:
+        if str(path).endswith("p99_20250906_143022.json"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(scan_mod.os, "open", deny)
+    result = run_main("--root", root, "scan")
+    assert result.code == 0
+    assert "warning: bench/p99_20250906_143022.json: cannot read (Permission denied)" in result.err
+    paths = {f.path for _, f in load_manifest(root).files()}  # type: ignore[union-attr]
+    assert "bench/p99_20250906_143022.json" not in paths
+    assert len(paths) == 6
+
+
+def test_parallel_and_serial_scans_agree(make_tree: MakeTree) -> None:
+    files = {
+        f"bench/r_202509{d:02d}_{h:02d}0000.jsonl": f'{{"i": {d * h}}}\n{{"status": "pass"}}\n'
+        for d in range(1, 11)
+        for h in range(10)
+    }
+    root = make_tree(files)
+    serial = build_config({"indexing": {"parallel_workers": 1}}, "c")
+    parallel = build_config({"indexing": {"parallel_workers": 4}}, "c")
+    a = scan_mod.scan(root, serial, previous=None, pins=set())
+    b = scan_mod.scan(root, parallel, previous=None, pins=set())
+    assert a.files_hashed == b.files_hashed == 100
+    assert a.manifest.entries == b.manifest.entries
+
+
+def test_big_files_get_status_from_head_or_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan_mod, "WHOLE_READ_LIMIT", 1000)
+    monkeypatch.setattr(scan_mod, "HEAD_TAIL_BYTES", 300)
+    body = "".join(f'{{"i": {i}, "status": "pass"}}\n' for i in range(200))
+    write(tmp_path, "bench/big_20250101_000000.jsonl", body + '{"status": "fail"}\n{"x": 1}\n')
+    write(tmp_path, "bench/big_20250102_000000.md", "# T\nStatus: PASS\n" + "x\n" * 2000)
+    write(
+        tmp_path,
+        "bench/p99_20250103_000000.json",
+        json.dumps({"status": "fail", "pad": "x" * 5000}),
+    )
+    m = scan(tmp_path).manifest
+    assert {e.run_key: e.status for e in m.entries} == {
+        "20250101T000000Z": "fail",
+        "20250102T000000Z": "pass",
+        "20250103T000000Z": "fail",
+    }
+    for _, f in m.files():
+        assert f.xxh3_128 == xxhash.xxh3_128_hexdigest((tmp_path / f.path).read_bytes())
+
+
+def test_config_pins_mark_entries_pinned(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    target = scan(root).manifest.entries[-1]
+    config = build_config({"retention": {target.family: {"pin": [target.id]}}}, "c")
+    m = scan_mod.refresh(root, config).result.manifest
+    assert [e.id for e in m.entries if e.pinned] == [target.id]
+
+
+def test_missing_root_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_main("--root", tmp_path / "nope", "scan")
+    assert result.code == 2
+    assert (
+        result.err == f"error: artifacts root {tmp_path / 'nope'} does not exist; "
+        "create it or pass --root DIR\n"
+    )
