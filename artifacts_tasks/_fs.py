@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .errors import LockHeldError
 
@@ -114,12 +114,12 @@ def open_dir_under(root: Path, rel_dir: str) -> int:
 
 def is_safe_relpath(rel: str) -> bool:
     """True for a relative POSIX path that stays inside its root (no '..', not absolute)."""
-    if not rel or "\x00" in rel:
+    if not rel or rel[0] == "/" or "\x00" in rel:
         return False
-    p = PurePosixPath(rel)
-    if p.is_absolute() or rel.startswith("/"):
-        return False
-    return all(part not in ("..", ".", "") for part in rel.split("/"))
+    return all(part not in _UNSAFE_PARTS for part in rel.split("/"))
+
+
+_UNSAFE_PARTS = frozenset({"", ".", ".."})
 
 
 def display_path(rel: str) -> str:

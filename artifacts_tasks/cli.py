@@ -41,13 +41,27 @@ class Context:
             self._config = load_config(self.config_path)
         return self._config
 
-    def refresh(self, command: str, *, force: bool = False) -> Refreshed:
+    def refresh(
+        self,
+        command: str,
+        *,
+        force: bool = False,
+        need_manifest: bool = True,
+        need_skipped: bool = False,
+    ) -> Refreshed:
         """Take the lock and bring the manifest up to date with the tree."""
         check_root(self.root)
         config = self.config  # a bad config fails before anything is touched
         with _fs.root_lock(self.root, command):
             progress = make_progress("scan", enabled=self.progress)
-            done = refresh(self.root, config, force=force, progress=progress)
+            done = refresh(
+                self.root,
+                config,
+                force=force,
+                progress=progress,
+                need_manifest=need_manifest,
+                need_skipped=need_skipped,
+            )
         for warning in done.result.warnings:
             print(f"warning: {warning}", file=self.err)
         return done
@@ -55,7 +69,7 @@ class Context:
     def current_manifest(self, command: str) -> Manifest:
         """A fresh manifest; when another writer holds the lock, the last one saved."""
         try:
-            return self.refresh(command).result.manifest
+            return self.refresh(command).manifest
         except errors.LockHeldError as exc:
             saved = load_manifest(self.root)
             if saved is None:
@@ -105,16 +119,14 @@ def status_cell(entry: Entry, last_run: set[str], last_pass: set[str]) -> str:
 
 
 def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
-    done = ctx.refresh("scan", force=args.force)
+    done = ctx.refresh("scan", force=args.force, need_manifest=False, need_skipped=args.verbose)
     r = done.result
-    m = r.manifest
-    families = len({e.family for e in m.entries})
     state = "manifest updated" if done.written else "manifest unchanged"
     if done.rebuilt_from:
         state = f"manifest rebuilt (the old one was refused: {done.rebuilt_from})"
     print(
-        f"Scanned {plural(r.files_seen, 'file')} in {plural(len(m.entries), 'run')} "
-        f"({plural(families, 'family')}): "
+        f"Scanned {plural(r.files_seen, 'file')} in {plural(r.runs, 'run')} "
+        f"({plural(r.families, 'family')}): "
         f"{r.files_hashed} hashed ({human_size(r.bytes_hashed)}), {r.files_reused} unchanged; "
         f"{state}",
         file=ctx.out,
@@ -137,7 +149,14 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         json.dump(list_json(entries, last_run, last_pass), ctx.out, indent=2)
         ctx.out.write("\n")
         return errors.EXIT_OK
-    print_table(entries, last_run, last_pass, ctx.out, verbose=args.verbose)
+    print_table(
+        entries,
+        last_run,
+        last_pass,
+        ctx.out,
+        verbose=args.verbose,
+        family_order=ctx.config.family_names(),
+    )
     return errors.EXIT_OK
 
 
@@ -182,6 +201,7 @@ def print_table(
     out: TextIO,
     *,
     verbose: bool,
+    family_order: Sequence[str] = (),
 ) -> None:
     """The mission's table, then the legend and the totals per family."""
     if not entries:
@@ -215,7 +235,10 @@ def print_table(
         f"Totals: {plural(len(entries), 'run')}, {plural(files, 'file')}, {human_size(size)}",
         file=out,
     )
-    for family, (n_runs, n_files, n_bytes) in totals.items():
+    rank = {name: i for i, name in enumerate(family_order)}
+    for family, (n_runs, n_files, n_bytes) in sorted(
+        totals.items(), key=lambda item: rank.get(item[0], len(rank))
+    ):
         print(
             f"  {family}: {plural(n_runs, 'run')}, {plural(n_files, 'file')}, "
             f"{human_size(n_bytes)}",
@@ -229,7 +252,7 @@ def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
     check_root(ctx.root)
     config = ctx.config
     with _fs.root_lock(ctx.root, "pin"):
-        manifest = refresh(ctx.root, config).result.manifest
+        manifest = refresh(ctx.root, config).manifest
         entry = find_entry(manifest, args.id)
         config_family = config.config_pins().get(entry.id)
         if not args.on and config_family is not None:
@@ -294,7 +317,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what, and where to look) and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(errors.EXIT_USAGE, f"usage error: {self.prog}: {message} (see --help)\n")
+        raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -347,8 +370,11 @@ def main(
     parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error
-        return errors.EXIT_OK if exc.code == 0 else errors.EXIT_USAGE
+    except UsageError as exc:
+        print(f"usage error: {exc}", file=err)
+        return exc.exit_code
+    except SystemExit as exc:  # --help
+        return errors.EXIT_OK if exc.code in (0, None) else errors.EXIT_USAGE
     try:
         ctx = Context(args, out, err)
         code: int = args.handler(args, ctx)

@@ -11,9 +11,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
-import yaml
-
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/artifacts.yaml")
@@ -109,6 +106,13 @@ class Config:
     def family_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.families)
 
+    def families_digest(self) -> str:
+        """xxh3-128 of the family definitions: a manifest grouped by others is regrouped."""
+        import xxhash
+
+        spec = [[f.name, list(f.patterns), f.run_pattern] for f in self.families]
+        return str(xxhash.xxh3_128_hexdigest(json.dumps(spec).encode()))
+
     def config_pins(self) -> dict[str, str]:
         """Entry id -> family, for the pins that live in the config."""
         return {pin: name for name, r in self.retention.items() for pin in r.pin}
@@ -144,8 +148,10 @@ def load_config(path: Path | None = None) -> Config:
 
 def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
     """Parse YAML safely: tags never construct objects, duplicate keys are errors."""
+    import yaml  # imported on use: doit's up-to-date check never parses YAML
+
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_strict_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -166,27 +172,28 @@ def build_config(data: dict[str, Any], shown: str) -> Config:
     return _build(data, shown)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last."""
+@cache
+def _strict_loader() -> Any:
+    """A SafeLoader that rejects duplicate keys instead of silently keeping the last."""
+    import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen[key] = loader.construct_object(value_node, deep=True)
-    return seen
+    def construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen[key] = loader.construct_object(value_node, deep=True)
+        return seen
 
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
 
 
 @cache
@@ -199,6 +206,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def schema_error(schema_name: str, data: Any) -> tuple[str, str] | None:
     """The first schema violation as (key path, problem), or None when valid."""
+    import jsonschema_rs  # imported on use (30 ms): doit's up-to-date check never needs it
+
     error = next(iter(_validator(schema_name).iter_errors(data)), None)
     if error is None:
         return None
@@ -219,6 +228,8 @@ def schema_error(schema_name: str, data: Any) -> tuple[str, str] | None:
 
 @cache
 def _validator(schema_name: str) -> Any:
+    import jsonschema_rs
+
     return jsonschema_rs.validator_for(load_schema(schema_name))
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import xxhash
 
@@ -52,28 +53,71 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+class DirMatcher(NamedTuple):
+    """How to classify the files of one directory: one regex, over names or whole paths."""
+
+    match: Callable[[str], re.Match[str] | None]
+    whole_path: bool  # True: match `dir/name`, else the name alone
+    families: dict[str, Family]  # regex group name -> family
+
+    def family_of(self, rel: str, name: str) -> Family | None:
+        if name[0] == ".":
+            return None
+        m = self.match(rel if self.whole_path else name)
+        return self.families[m.lastgroup] if m is not None and m.lastgroup else None
+
+
 class Classifier:
-    """Maps a root-relative POSIX path to its family: the first (config order) that matches."""
+    """Maps a root-relative POSIX path to its family: the first (config order) that matches.
+
+    Patterns are split into a directory part and a name part, so each directory is judged
+    once (most hold no artifacts at all) and each file costs one small regex match.
+    """
 
     def __init__(self, families: Sequence[Family]) -> None:
         self.families = tuple(families)
-        parts = []
-        for index, family in enumerate(self.families):
-            alts = "|".join(glob_to_regex(p) for p in family.patterns)
-            parts.append(f"(?P<f{index}>{alts})")
-        self._regex = re.compile(r"\A(?:" + "|".join(parts) + r")\Z", re.DOTALL)
+        # (family, directory regex or None for a whole-path pattern, name/path regex)
+        self._patterns: list[tuple[Family, re.Pattern[str] | None, str]] = []
+        for family in self.families:
+            for pattern in family.patterns:
+                dir_glob, _, name_glob = pattern.rpartition("/")
+                if "**" in name_glob:
+                    self._patterns.append((family, None, glob_to_regex(pattern)))
+                else:
+                    dir_re = re.compile(r"\A" + glob_to_regex(dir_glob) + r"\Z", re.DOTALL)
+                    self._patterns.append((family, dir_re, glob_to_regex(name_glob)))
+        self._dirs: dict[str, DirMatcher | None] = {}
         self._run = {
             f.name: re.compile(f.run_pattern) for f in self.families if f.run_pattern is not None
         }
 
+    def for_directory(self, rel_dir: str) -> DirMatcher | None:
+        """The matcher for files directly in `rel_dir`; None when no family can match there."""
+        if rel_dir in self._dirs:
+            return self._dirs[rel_dir]
+        matcher = None
+        if not any(part.startswith(".") for part in rel_dir.split("/") if part):
+            whole = any(dir_re is None for _, dir_re, _ in self._patterns)
+            prefix = re.escape(f"{rel_dir}/") if whole and rel_dir else ""
+            alts: list[str] = []
+            groups: dict[str, Family] = {}
+            for family, dir_re, regex in self._patterns:
+                if dir_re is None or dir_re.match(rel_dir):
+                    group = f"g{len(alts)}"
+                    groups[group] = family
+                    body = regex if dir_re is None else prefix + regex
+                    alts.append(f"(?P<{group}>{body})")
+            if alts:
+                compiled = re.compile(r"\A(?:" + "|".join(alts) + r")\Z", re.DOTALL)
+                matcher = DirMatcher(compiled.match, whole, groups)
+        self._dirs[rel_dir] = matcher
+        return matcher
+
     def family_of(self, rel: str) -> Family | None:
         """The family of `rel`, or None when it is not an artifact."""
-        if any(part.startswith(".") for part in rel.split("/")):
-            return None
-        m = self._regex.match(rel)
-        if m is None or m.lastgroup is None:
-            return None
-        return self.families[int(m.lastgroup[1:])]
+        rel_dir, _, name = rel.rpartition("/")
+        matcher = self.for_directory(rel_dir)
+        return matcher.family_of(rel, name) if matcher is not None else None
 
     def run_key(self, family: Family, name: str) -> tuple[str, datetime | None]:
         """The run key of file `name` and the time it names (UTC), if any (DESIGN §2)."""
@@ -101,12 +145,20 @@ def find_timestamp(name: str) -> tuple[str | None, datetime | None]:
     """The first valid timestamp token in `name` and its time as UTC."""
     for m in _TS.finditer(name):
         if m.group("a"):
-            digits = m.group("a") + m.group("b")
+            d = m.group("a") + m.group("b")
         else:
-            digits = "".join(m.group(g) for g in ("y", "mo", "d", "h", "mi", "s"))
+            d = "".join(m.group("y", "mo", "d", "h", "mi", "s"))
         try:
-            when = datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-        except ValueError:
+            when = datetime(
+                int(d[0:4]),
+                int(d[4:6]),
+                int(d[6:8]),
+                int(d[8:10]),
+                int(d[10:12]),
+                int(d[12:14]),
+                tzinfo=UTC,
+            )
+        except ValueError:  # not a real date or time, such as 20251399_999999
             continue
         return m.group(0), when
     return None, None

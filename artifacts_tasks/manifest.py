@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import xxhash
 
 from . import _fs
 from .errors import ManifestError
@@ -26,12 +27,24 @@ def iso(when: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    """Inverse of `iso` (the schema has checked the shape; datetime checks the values)."""
+    return datetime(
+        int(text[0:4]),
+        int(text[5:7]),
+        int(text[8:10]),
+        int(text[11:13]),
+        int(text[14:16]),
+        int(text[17:19]),
+        tzinfo=UTC,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One artifact file as scanned. `path` is relative to the root, POSIX separators."""
+class FileRecord(NamedTuple):
+    """One artifact file as scanned. `path` is relative to the root, POSIX separators.
+
+    Stored in the manifest as the row `[path, size, mtime_ns, inode, xxh3_128, status]`,
+    plus the compaction record as a 7th item once the file is compacted.
+    """
 
     path: str
     size: int
@@ -41,22 +54,21 @@ class FileRecord:
     status: str
     compaction: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "path": self.path,
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "inode": self.inode,
-            "xxh3_128": self.xxh3_128,
-            "status": self.status,
-        }
+    def to_json(self) -> list[Any]:
+        row: list[Any] = [
+            self.path,
+            self.size,
+            self.mtime_ns,
+            self.inode,
+            self.xxh3_128,
+            self.status,
+        ]
         if self.compaction is not None:
-            out["compaction"] = self.compaction
-        return out
+            row.append(self.compaction)
+        return row
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A run: the files of one family, in one directory, that share a run key."""
 
     id: str
@@ -67,11 +79,35 @@ class Entry:
     timestamp_source: str
     status: str
     pinned: bool
+    size: int
     files: tuple[FileRecord, ...]
-    size: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "size", sum(f.size for f in self.files))
+    @classmethod
+    def of(
+        cls,
+        id: str,
+        family: str,
+        directory: str,
+        run_key: str,
+        timestamp: datetime,
+        timestamp_source: str,
+        status: str,
+        pinned: bool,
+        files: tuple[FileRecord, ...],
+    ) -> Entry:
+        """An entry whose size is the sum of its files' sizes."""
+        return cls(
+            id,
+            family,
+            directory,
+            run_key,
+            timestamp,
+            timestamp_source,
+            status,
+            pinned,
+            sum(f.size for f in files),
+            files,
+        )
 
     @property
     def file_count(self) -> int:
@@ -97,12 +133,52 @@ class Entry:
         }
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """All entries, newest first."""
+# A file's columns as the manifest stores them; a FileRecord has the same layout.
+Row = Sequence[Any]
 
-    generated_at: datetime
-    entries: tuple[Entry, ...]
+
+class Manifest:
+    """All entries, newest first, and the digest of the family config they were grouped by.
+
+    A loaded manifest keeps its validated JSON and builds `Entry` objects on first use: a
+    rescan that finds nothing changed only needs each file's row, and 50,000 objects it
+    would never look at cost more than the rest of that rescan.
+    """
+
+    __slots__ = ("_entries", "_raw", "families_digest", "generated_at", "tree_signature")
+
+    def __init__(
+        self,
+        generated_at: datetime,
+        entries: tuple[Entry, ...] = (),
+        families_digest: str = "",
+        *,
+        tree_signature: str = "",
+        raw: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.generated_at = generated_at
+        self.families_digest = families_digest
+        self.tree_signature = tree_signature  # the scan's view of the tree (see scan.refresh)
+        self._entries: tuple[Entry, ...] | None = entries if raw is None else None
+        self._raw = raw
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        if self._entries is None:
+            self._entries = tuple(_entry_from_json(e) for e in self._raw or ())
+        return self._entries
+
+    def file_rows(self) -> dict[str, tuple[str, Row]]:
+        """Path -> (family, row) for every file, without building entries."""
+        if self._entries is None:
+            return {row[0]: (e["family"], row) for e in self._raw or () for row in e["files"]}
+        return {f.path: (e.family, f) for e in self._entries for f in e.files}
+
+    def pinned_flags(self) -> Iterator[tuple[str, bool]]:
+        """(id, pinned) for every entry, without building entries."""
+        if self._entries is None:
+            return ((e["id"], e["pinned"]) for e in self._raw or ())
+        return ((e.id, e.pinned) for e in self._entries)
 
     def by_id(self) -> dict[str, Entry]:
         return {e.id: e for e in self.entries}
@@ -125,17 +201,37 @@ class Manifest:
                 last_pass[e.family] = e
         return {e.id for e in last_run.values()}, {e.id for e in last_pass.values()}
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "generated_at": iso(self.generated_at),
-            "entries": [e.to_json() for e in self.entries],
-        }
-
     def same_content(self, other: Manifest | None) -> bool:
         """True when only `generated_at` differs (then nothing needs writing)."""
-        return other is not None and self.entries == other.entries
+        return other is not None and (
+            other is self
+            or (self.families_digest == other.families_digest and self.entries == other.entries)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Manifest)
+            and self.generated_at == other.generated_at
+            and self.same_content(other)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _entry_from_json(e: dict[str, Any]) -> Entry:
+    files = tuple([FileRecord(*row) for row in e["files"]])
+    return Entry(
+        e["id"],
+        e["family"],
+        e["directory"],
+        e["run_key"],
+        parse_iso(e["timestamp"]),
+        e["timestamp_source"],
+        e["status"],
+        e["pinned"],
+        e["size"],
+        files,
+    )
 
 
 def sort_entries(entries: Iterable[Entry]) -> tuple[Entry, ...]:
@@ -172,43 +268,84 @@ def parse_manifest(raw: bytes, shown: str) -> Manifest:
     if found is not None:
         key, problem = found
         raise ManifestError(shown, f"fails its schema at {key or 'the top level'}: {problem}")
-    entries = []
+    entries: list[dict[str, Any]] = data["entries"]
     seen_ids: set[str] = set()
     seen_paths: set[str] = set()
-    for e in data["entries"]:
-        directory = e["directory"]
-        if directory and not _fs.is_safe_relpath(directory):
-            raise ManifestError(shown, f"entry {e['id']} has an unsafe directory {directory!r}")
+    n_files = 0
+    for e in entries:
         if e["id"] in seen_ids:
             raise ManifestError(shown, f"entry id {e['id']} appears twice")
         seen_ids.add(e["id"])
-        files = []
-        for f in e["files"]:
-            p = f["path"]
-            parent = p.rpartition("/")[0]
-            if not _fs.is_safe_relpath(p) or parent != directory:
-                raise ManifestError(shown, f"entry {e['id']} holds an unsafe path {p!r}")
-            if p in seen_paths:
-                raise ManifestError(shown, f"path {p!r} appears twice")
-            seen_paths.add(p)
-            files.append(FileRecord(**f))
-        entry = Entry(
-            id=e["id"],
-            family=e["family"],
-            directory=directory,
-            run_key=e["run_key"],
-            timestamp=parse_iso(e["timestamp"]),
-            timestamp_source=e["timestamp_source"],
-            status=e["status"],
-            pinned=e["pinned"],
-            files=tuple(files),
-        )
-        if entry.size != e["size"] or entry.file_count != e["file_count"]:
-            raise ManifestError(
-                shown, f"entry {e['id']}: size or file count disagrees with its files"
+        directory = e["directory"]
+        prefix = f"{directory}/" if directory else ""
+        cut = len(prefix)
+        size = 0
+        for row in e["files"]:
+            # The schema has refused absolute paths and empty, '.' or '..' parts; this keeps
+            # each file directly in its entry's directory, so no entry reaches elsewhere.
+            path = row[0]
+            if not path.startswith(prefix) or "/" in path[cut:]:
+                raise ManifestError(
+                    shown, f"entry {e['id']} holds a path outside its directory: {path!r}"
+                )
+            size += row[1]
+        seen_paths.update(row[0] for row in e["files"])
+        n_files += len(e["files"])
+        if size != e["size"] or len(e["files"]) != e["file_count"]:
+            problem = f"entry {e['id']}: size or file count disagrees with its files"
+            raise ManifestError(shown, problem)
+    if len(seen_paths) != n_files:
+        raise ManifestError(shown, "a path appears twice")
+    counts = data["counts"]
+    if (counts["entries"], counts["files"], counts["families"]) != (
+        len(entries),
+        n_files,
+        len({e["family"] for e in entries}),
+    ):
+        raise ManifestError(shown, "its counts disagree with its entries")
+    return Manifest(
+        parse_iso(data["generated_at"]),
+        (),
+        data["families_digest"],
+        tree_signature=data["tree_signature"],
+        raw=entries,
+    )
+
+
+class Header(NamedTuple):
+    """The first line of a manifest: enough for a rescan that finds nothing changed."""
+
+    tree_signature: str
+    entries: int
+    files: int
+    families: int
+
+
+def read_header(root: Path) -> Header | None:
+    """The header of an intact manifest this tool wrote, or None (then a full load decides).
+
+    Intact means the rest of the file still hashes to the `body_xxh3_128` in the header:
+    the bytes are exactly those written, which were built from checked data.
+    """
+    try:
+        raw = manifest_path(root).read_bytes()
+    except OSError:
+        return None
+    line, _, body = raw.partition(b"\n")
+    try:
+        head = json.loads(line + b"]}")
+        if (
+            head["format"] == FORMAT
+            and head["version"] == VERSION
+            and head["body_xxh3_128"] == xxhash.xxh3_128_hexdigest(body)
+        ):
+            c = head["counts"]
+            return Header(
+                str(head["tree_signature"]), int(c["entries"]), int(c["files"]), int(c["families"])
             )
-        entries.append(entry)
-    return Manifest(parse_iso(data["generated_at"]), tuple(entries))
+    except (ValueError, TypeError, KeyError, RecursionError):
+        pass
+    return None
 
 
 def _unicode_safe(value: Any) -> Any:
@@ -223,7 +360,32 @@ def _unicode_safe(value: Any) -> Any:
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
-    return (json.dumps(manifest.to_json(), indent=1, sort_keys=False) + "\n").encode("ascii")
+    """Compact JSON, one entry per line: small and quick to parse, still readable and diffable.
+
+    Line 1 is the header and opens the entries array; the rest (the body) is hashed into
+    the header so that `read_header` can tell the file is exactly as written.
+    """
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    entries = manifest.entries
+    lines = [dumps(e.to_json()) for e in entries]
+    body = ((",\n".join(lines) + "\n" if lines else "") + "]}\n").encode("ascii")
+    head = dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "generated_at": iso(manifest.generated_at),
+            "families_digest": manifest.families_digest,
+            "tree_signature": manifest.tree_signature,
+            "counts": {
+                "entries": len(entries),
+                "files": sum(len(e.files) for e in entries),
+                "families": len({e.family for e in entries}),
+            },
+            "body_xxh3_128": xxhash.xxh3_128_hexdigest(body),
+            "entries": [],
+        }
+    )
+    return head[:-2].encode("ascii") + b"\n" + body
 
 
 def save_manifest(root: Path, manifest: Manifest, *, previous_valid: bool = True) -> None:

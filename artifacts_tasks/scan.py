@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import xxhash
 
@@ -17,8 +18,17 @@ from . import _fs
 from . import families as fam
 from ._fs import display_path
 from .config import Config, Family
-from .errors import ManifestError, UsageError
-from .manifest import Entry, FileRecord, Manifest, load_manifest, save_manifest, sort_entries
+from .errors import ManifestError, ScanLimitError, UsageError
+from .manifest import (
+    Entry,
+    FileRecord,
+    Manifest,
+    Row,
+    load_manifest,
+    read_header,
+    save_manifest,
+    sort_entries,
+)
 from .pins import load_pins
 from .progress import NoProgress, Progress
 
@@ -29,6 +39,7 @@ HEAD_TAIL_BYTES = 1 << 20
 # A bigger JSON file is parsed for its status only up to this size.
 JSON_PARSE_LIMIT = 64 << 20
 VANISHED = "vanished during the scan"
+UNMANAGED = "unmanaged: matches no family pattern"
 # Files hashed per task: one safe directory open serves a whole batch.
 BATCH = 128
 # Below this many files to hash, threads cost more than they save.
@@ -45,21 +56,38 @@ class Skipped:
 
 @dataclass
 class ScanResult:
-    manifest: Manifest
+    """What a scan found. `manifest` is None only for `refresh(..., need_manifest=False)`."""
+
+    manifest: Manifest | None
     files_seen: int = 0
     files_hashed: int = 0
     bytes_hashed: int = 0
     files_reused: int = 0
+    runs: int = 0
+    families: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
+class _Found(NamedTuple):
+    """An artifact file a walk found."""
+
     rel: str
     name: str
     family: str
     st: os.stat_result
+
+
+@dataclass
+class Tree:
+    """The artifact files a walk found, what it passed over, and a digest of their stats."""
+
+    found: list[_Found]
+    skipped: list[Skipped]
+    digest: str
+
+
+_NO_ROW: tuple[str, Row | None] = ("", None)
 
 
 def scan(
@@ -72,80 +100,108 @@ def scan(
     progress: Progress | None = None,
 ) -> ScanResult:
     """Scan `root` into a manifest; unchanged files reuse `previous` checksums unless `force`."""
-    from .errors import ScanLimitError
-
     classifier = fam.Classifier(config.families)
-    by_name = {f.name: f for f in config.families}
-    skipped: list[Skipped] = []
-    found: list[_Found] = []
-    limit = config.indexing.max_files_per_scan
-    for rel, name, st in _walk(root, skipped):
-        family = classifier.family_of(rel)
-        if family is None:
-            skipped.append(Skipped(rel, "unmanaged: matches no family pattern"))
-            continue
-        found.append(_Found(rel, name, family.name, st))
-        if len(found) > limit:
-            raise ScanLimitError(str(root), limit)
+    tree = walk(root, classifier, config.indexing.max_files_per_scan)
+    pinned = config.config_pins().keys() | pins
+    signature = tree_signature(tree.digest, config, pinned)
+    return _rescan(
+        root,
+        config,
+        classifier,
+        tree,
+        signature,
+        previous=previous,
+        pinned=pinned,
+        force=force,
+        progress=progress,
+    )
 
-    old = {} if previous is None else {r.path: r for _, r in previous.files()}
-    result = ScanResult(manifest=Manifest(datetime.now(UTC), ()), files_seen=len(found))
+
+def _rescan(
+    root: Path,
+    config: Config,
+    classifier: fam.Classifier,
+    tree: Tree,
+    signature: str,
+    *,
+    previous: Manifest | None,
+    pinned: set[str],
+    force: bool,
+    progress: Progress | None,
+) -> ScanResult:
+    found = tree.found
+    result = ScanResult(manifest=None, files_seen=len(found), skipped=tree.skipped)
+    old = previous.file_rows() if previous is not None else {}
     records: dict[str, FileRecord] = {}
     to_hash: list[_Found] = []
     for f in found:
-        prev = old.get(f.rel)
+        row = old.get(f.rel, _NO_ROW)[1]
+        st = f.st
         if (
             not force
-            and prev is not None
-            and prev.size == f.st.st_size
-            and prev.mtime_ns == f.st.st_mtime_ns
-            and prev.inode == f.st.st_ino
+            and row is not None
+            and row[1] == st.st_size
+            and row[2] == st.st_mtime_ns
+            and row[3] == st.st_ino
         ):
-            records[f.rel] = prev
-            result.files_reused += 1
+            records[f.rel] = FileRecord(*row)
         else:
             to_hash.append(f)
+    result.files_reused = len(records)
 
     progress = progress or NoProgress()
     progress.start(len(to_hash), sum(f.st.st_size for f in to_hash))
     buffer = config.indexing.checksum_buffer_size_kb * 1024
-    workers = config.indexing.parallel_workers
-    for f, outcome in _hash_all(root, to_hash, buffer, workers):
-        if isinstance(outcome, str):
-            # Left out of the manifest, so nothing will act on it until a scan can read it.
-            if outcome == VANISHED:
-                skipped.append(Skipped(f.rel, outcome))
-            else:
-                result.warnings.append(f"{display_path(f.rel)}: {outcome}")
-            continue
-        prev = old.get(f.rel)
-        if prev is not None and prev.xxh3_128 == outcome.xxh3_128:
-            # Same bytes: keep what was learnt from them (status, compaction record).
-            outcome = FileRecord(
-                outcome.path,
-                outcome.size,
-                outcome.mtime_ns,
-                outcome.inode,
-                outcome.xxh3_128,
-                prev.status,
-                prev.compaction,
-            )
-        records[f.rel] = outcome
-        result.files_hashed += 1
-        result.bytes_hashed += outcome.size
-        progress.advance(1, outcome.size)
-    progress.close()
+    try:
+        for f, outcome in _hash_all(root, to_hash, buffer, config.indexing.parallel_workers):
+            if isinstance(outcome, str):
+                # Left out of the manifest: nothing acts on it until a scan can read it.
+                if outcome == VANISHED:
+                    tree.skipped.append(Skipped(f.rel, outcome))
+                else:
+                    result.warnings.append(f"{display_path(f.rel)}: {outcome}")
+                continue
+            prev = old.get(f.rel, _NO_ROW)[1]
+            if prev is not None and prev[4] == outcome.xxh3_128:
+                # Same bytes: keep what was learnt from them (status, compaction record).
+                outcome = FileRecord(*outcome[:5], *prev[5:])
+            records[f.rel] = outcome
+            result.files_hashed += 1
+            result.bytes_hashed += outcome.size
+            progress.advance(1, outcome.size)
+    finally:
+        progress.close()
 
+    by_name = {f.name: f for f in config.families}
+    entries = _group(found, records, classifier, by_name, pinned)
     result.manifest = Manifest(
         datetime.now(UTC).replace(microsecond=0),
-        _group(found, records, classifier, by_name, config.config_pins().keys() | pins),
+        entries,
+        config.families_digest(),
+        tree_signature=signature,
     )
-    result.skipped = skipped
+    result.runs = len(entries)
+    result.families = len({e.family for e in entries})
     return result
 
 
-def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Regular files under root as (relative POSIX path, name, stat); never follows a symlink."""
+def tree_signature(tree_digest: str, config: Config, pinned: Iterable[str]) -> str:
+    """What a scan's result depends on: the files' stats, the family config and the pins."""
+    text = f"{tree_digest}\0{config.families_digest()}\0{','.join(sorted(pinned))}"
+    return str(xxhash.xxh3_128_hexdigest(text.encode()))
+
+
+def walk(root: Path, classifier: fam.Classifier, limit: int, *, collect: bool = True) -> Tree:
+    """Artifact files under root, never through a symlink; the rest goes to `skipped`.
+
+    The digest covers every non-dot file (name, mode, size, mtime_ns, inode) in each
+    directory where some family can match, so any add, remove, edit or rename there changes
+    it. `collect=False` computes only the digest: that is all an up-to-date check needs, and
+    this loop is the floor of every rescan, so it does per file only what it must.
+    """
+    found: list[_Found] = []
+    skipped: list[Skipped] = []
+    digest = xxhash.xxh3_128()
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         path, rel_dir = stack.pop()
@@ -154,27 +210,73 @@ def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[str, str, os.sta
         except OSError as exc:
             skipped.append(Skipped(rel_dir or ".", f"unreadable directory: {exc.strerror}"))
             continue
+        matcher = classifier.for_directory(rel_dir)
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        names: list[str] = []
+        numbers = array("q")
+        entries: list[tuple[os.DirEntry[str], os.stat_result]] = []
+        subdirs = []
         with it:
-            subdirs = []
             for de in it:
                 name = de.name
-                if name.startswith("."):
+                if name[0] == ".":
                     continue  # dot-files and dot-directories are never artifacts
-                rel = f"{rel_dir}/{name}" if rel_dir else name
                 try:
-                    if de.is_symlink():
-                        skipped.append(Skipped(rel, "symlink: never followed"))
-                    elif de.is_dir(follow_symlinks=False):
-                        subdirs.append((de.path, rel))
-                    else:
-                        st = de.stat(follow_symlinks=False)
-                        if stat_mod.S_ISREG(st.st_mode):
-                            yield rel, name, st
-                        else:
-                            skipped.append(Skipped(rel, "not a regular file"))
+                    if de.is_dir(follow_symlinks=False):
+                        subdirs.append((de.path, prefix + name))
+                        continue
+                    if matcher is None:
+                        if collect:
+                            skipped.append(Skipped(prefix + name, _why_not(de)))
+                        continue
+                    st = de.stat(follow_symlinks=False)
                 except FileNotFoundError:
-                    skipped.append(Skipped(rel, VANISHED))
-            stack.extend(reversed(sorted(subdirs)))
+                    skipped.append(Skipped(prefix + name, VANISHED))
+                    continue
+                names.append(name)
+                numbers.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino & _INT63))
+                if collect:
+                    entries.append((de, st))
+        if names:
+            digest.update(
+                f"{rel_dir}\0{len(names)}\0{'/'.join(names)}".encode("utf-8", "surrogateescape")
+            )
+            digest.update(numbers)
+        if collect and matcher is not None:
+            _classify(entries, matcher, prefix, found, skipped)
+            if len(found) > limit:
+                raise ScanLimitError(str(root), limit)
+        stack.extend(sorted(subdirs, reverse=True))
+    return Tree(found, skipped, digest.hexdigest())
+
+
+_INT63 = (1 << 63) - 1  # inodes are unsigned 64-bit; the digest array holds signed ones
+
+
+def _why_not(de: os.DirEntry[str]) -> str:
+    return "symlink: never followed" if de.is_symlink() else UNMANAGED
+
+
+def _classify(
+    entries: list[tuple[os.DirEntry[str], os.stat_result]],
+    matcher: fam.DirMatcher,
+    prefix: str,
+    found: list[_Found],
+    skipped: list[Skipped],
+) -> None:
+    """Sort one directory's files into artifacts (`found`) and the rest (`skipped`)."""
+    for de, st in entries:
+        name = de.name
+        rel = prefix + name
+        m = matcher.match(rel if matcher.whole_path else name)
+        if de.is_symlink():
+            skipped.append(Skipped(rel, "symlink: never followed"))
+        elif m is None or m.lastgroup is None:
+            skipped.append(Skipped(rel, UNMANAGED))
+        elif not stat_mod.S_ISREG(st.st_mode):
+            skipped.append(Skipped(rel, "not a regular file"))
+        else:
+            found.append(_Found(rel, name, matcher.families[m.lastgroup].name, st))
 
 
 def _hash_all(
@@ -205,6 +307,8 @@ def _hash_all(
             os.close(dir_fd)
 
     if workers > 1 and len(files) >= PARALLEL_THRESHOLD:
+        from concurrent.futures import ThreadPoolExecutor  # only when it pays (import: 20 ms)
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for done in pool.map(one_batch, batches):
                 yield from done
@@ -301,17 +405,10 @@ def _group(
             when, source = datetime.fromtimestamp(newest // 1_000_000_000, UTC), "mtime"
         files = tuple(sorted((r for r, _ in members), key=lambda r: r.path))
         entry_id = ids[hashes[(family, directory, key)]]
+        status = fam.run_status(r.status for r in files)
         entries.append(
-            Entry(
-                id=entry_id,
-                family=family,
-                directory=directory,
-                run_key=key,
-                timestamp=when,
-                timestamp_source=source,
-                status=fam.run_status(r.status for r in files),
-                pinned=entry_id in pinned,
-                files=files,
+            Entry.of(
+                entry_id, family, directory, key, when, source, status, entry_id in pinned, files
             )
         )
     return sort_entries(entries)
@@ -325,6 +422,12 @@ class Refreshed:
     written: bool
     rebuilt_from: str | None = None  # why a refused manifest was rebuilt (scan --force)
 
+    @property
+    def manifest(self) -> Manifest:
+        if self.result.manifest is None:
+            raise AssertionError("refresh(..., need_manifest=False) loads no manifest")
+        return self.result.manifest
+
 
 def check_root(root: Path) -> None:
     if not root.is_dir():
@@ -333,10 +436,40 @@ def check_root(root: Path) -> None:
 
 
 def refresh(
-    root: Path, config: Config, *, force: bool = False, progress: Progress | None = None
+    root: Path,
+    config: Config,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    need_manifest: bool = True,
+    need_skipped: bool = False,
 ) -> Refreshed:
-    """Rescan and save the manifest when its content changed (the caller holds the lock)."""
+    """Bring the manifest up to date with the tree (the caller holds the lock).
+
+    When the tree's signature equals the one recorded in an intact manifest, nothing
+    changed: the manifest is neither rewritten nor, unless asked for, even parsed, and the
+    walk classifies nothing (unless the skipped files are asked for).
+    """
     check_root(root)
+    pinned = config.config_pins().keys() | set(load_pins(root))
+    classifier = fam.Classifier(config.families)
+    limit = config.indexing.max_files_per_scan
+    tree = walk(root, classifier, limit, collect=need_skipped)
+    signature = tree_signature(tree.digest, config, pinned)
+    header = None if force else read_header(root)
+    if header is not None and header.tree_signature == signature:
+        unchanged = ScanResult(
+            load_manifest(root) if need_manifest else None,
+            files_seen=header.files,
+            files_reused=header.files,
+            runs=header.entries,
+            families=header.families,
+            skipped=tree.skipped,
+        )
+        return Refreshed(unchanged, written=False)
+    if not need_skipped:
+        tree = walk(root, classifier, limit)
+        signature = tree_signature(tree.digest, config, pinned)
     rebuilt_from = None
     try:
         previous = load_manifest(root)
@@ -344,10 +477,25 @@ def refresh(
         if not force:
             raise
         previous, rebuilt_from = None, exc.problem
-    result = scan(
-        root, config, previous=previous, pins=set(load_pins(root)), force=force, progress=progress
+    result = _rescan(
+        root,
+        config,
+        classifier,
+        tree,
+        signature,
+        previous=previous,
+        pinned=pinned,
+        force=force,
+        progress=progress,
     )
-    written = rebuilt_from is not None or not result.manifest.same_content(previous)
+    manifest = result.manifest
+    assert manifest is not None
+    written = (
+        rebuilt_from is not None
+        or previous is None
+        or previous.tree_signature != signature
+        or not manifest.same_content(previous)
+    )
     if written:
-        save_manifest(root, result.manifest, previous_valid=rebuilt_from is None)
+        save_manifest(root, manifest, previous_valid=rebuilt_from is None)
     return Refreshed(result, written, rebuilt_from)

@@ -18,6 +18,8 @@ from typing import Any
 
 import xxhash
 
+from .config import DEFAULT_CONFIG_PATH, Family, load_config
+
 __all__ = ["make_tasks", "task_pin", "task_scan"]
 
 TaskCreator = Callable[[], dict[str, Any]]
@@ -36,9 +38,11 @@ def _paths(
 class TreeSignature:
     """doit `uptodate`: the task is up to date while no artifact file, pin or config changed.
 
-    Directories cannot be doit file_deps, so this stats every file the families match
-    (path, size, mtime_ns, inode) and compares a digest with the one saved after the last
-    successful run. Any error means "not up to date": a check must never break the build.
+    Directories cannot be doit file_deps, so this walks the tree as a scan does, stats every
+    file in the directories the families match (name, size, mtime_ns, inode), and compares
+    that digest, the config's bytes and the pins and manifest files' stats with what was
+    saved after the last successful run. Any error means "not up to date": a check must
+    never break the build.
     """
 
     def __init__(self, root: Path, config_path: Path | None) -> None:
@@ -50,54 +54,48 @@ class TreeSignature:
         task.value_savers.append(self._saved_value)
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        self.current = None
+        saved = values.get(_SIG_KEY)
         try:
-            self.current = self.signature()
+            config_hash = self._config_hash()
+            if isinstance(saved, dict) and saved.get("config") == config_hash:
+                # Same config bytes: reuse the families saved with them, so the common case
+                # needs neither YAML nor schema validation.
+                families = [[str(n), list(p), rp] for n, p, rp in saved["families"]]
+            else:
+                config = load_config(self.config_path)  # validated: a bad one fails the scan
+                families = [[f.name, list(f.patterns), f.run_pattern] for f in config.families]
+            self.current = self._signature(config_hash, families)
         except Exception:
-            self.current = None
             return False
-        return values.get(_SIG_KEY) == self.current
+        return bool(saved == self.current)
 
     def _saved_value(self) -> dict[str, Any]:
-        """After a successful run: the tree as it was checked, the manifest as written now."""
-        try:
-            sig = dict(self.current or self.signature())
-            sig["manifest"] = _stat_key(self.root / ".manifest.json")
-        except Exception:
+        """After a successful run: the tree as checked before it, the manifest as written now."""
+        if self.current is None:
             return {}
+        sig = dict(self.current)
+        sig["manifest"] = _stat_key(self.root / ".manifest.json")
         return {_SIG_KEY: sig}
 
-    def signature(self) -> dict[str, str]:
-        from .config import DEFAULT_CONFIG_PATH, load_config
-        from .families import Classifier
-
-        config_path = self.config_path or DEFAULT_CONFIG_PATH
+    def _config_hash(self) -> str:
         try:
-            config_bytes = config_path.read_bytes()
+            data = (self.config_path or DEFAULT_CONFIG_PATH).read_bytes()
         except FileNotFoundError:
-            config_bytes = b"<absent>"
-        config = load_config(self.config_path)
-        family_of = Classifier(config.families).family_of
-        h = xxhash.xxh3_128()
-        stack = [(str(self.root), "")]
-        while stack:
-            path, rel_dir = stack.pop()
-            with os.scandir(path) as it:
-                for de in it:
-                    if de.name.startswith("."):
-                        continue
-                    rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
-                    if de.is_dir(follow_symlinks=False):
-                        stack.append((de.path, rel))
-                    elif family_of(rel) is not None:
-                        st = de.stat(follow_symlinks=False)
-                        h.update(
-                            f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0"
-                            f"{st.st_ino}\n".encode("utf-8", "surrogateescape")
-                        )
+            data = b"<absent>"
+        return str(xxhash.xxh3_128_hexdigest(data))
+
+    def _signature(self, config_hash: str, families: list[list[Any]]) -> dict[str, Any]:
+        from .families import Classifier
+        from .scan import walk
+
+        classifier = Classifier([Family(n, tuple(p), rp) for n, p, rp in families])
+        tree = walk(self.root, classifier, 0, collect=False)
         return {
             "root": str(self.root.resolve()),
-            "tree": h.hexdigest(),
-            "config": xxhash.xxh3_128_hexdigest(config_bytes),
+            "config": config_hash,
+            "families": families,
+            "tree": tree.digest,
             "pins": _stat_key(self.root / ".pins.json"),
             "manifest": _stat_key(self.root / ".manifest.json"),
         }

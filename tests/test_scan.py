@@ -121,20 +121,24 @@ def test_path_swapped_for_a_symlink_after_the_walk_is_not_followed(
     root = make_tree(RUN)
     outside = tmp_path / "outside"
     write(outside, "bench/topgainers_20250905_101010.md", "Status: FAIL, read from outside\n")
-    real_walk = scan_mod._walk
+    real_walk = scan_mod.walk
 
-    def walk_then_swap(root_: Path, skipped: list[scan_mod.Skipped]):  # type: ignore[no-untyped-def]
-        listed = list(real_walk(root_, skipped))
-        victim = root / "bench" / "topgainers_20250905_101010.md"
-        if swap == "file":
-            victim.unlink()
-            os.symlink(outside / "bench" / victim.name, victim)
-        else:
-            os.rename(root / "bench", tmp_path / "moved")
-            os.symlink(outside / "bench", root / "bench")
-        yield from listed
+    swapped = []
 
-    monkeypatch.setattr(scan_mod, "_walk", walk_then_swap)
+    def walk_then_swap(*args: object, collect: bool = True) -> scan_mod.Tree:
+        listed = real_walk(*args, collect=collect)  # type: ignore[arg-type]
+        if collect and not swapped:  # after the walk that lists files to hash
+            swapped.append(True)
+            victim = root / "bench" / "topgainers_20250905_101010.md"
+            if swap == "file":
+                victim.unlink()
+                os.symlink(outside / "bench" / victim.name, victim)
+            else:
+                os.rename(root / "bench", tmp_path / "moved")
+                os.symlink(outside / "bench", root / "bench")
+        return listed
+
+    monkeypatch.setattr(scan_mod, "walk", walk_then_swap)
     result = scan(root)
     assert not any("outside" in w for w in result.warnings)
     assert "became a symlink during the scan: not followed" in "\n".join(result.warnings)

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Set up and run the demo or the checks, with nothing but Python 3.11 installed.
+
+    python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> doit scan x2
+    python3 dev.py check   # .venv + install, ruff, mypy --strict, pytest  (what CI runs)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv"
+BIN = VENV / "bin"
+PY = BIN / "python"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m$ {text}\033[0m" if sys.stdout.isatty() else f"\n$ {text}", flush=True)
+
+
+def run(*argv: str | Path, cwd: Path = HERE, check: bool = True) -> int:
+    code = subprocess.call([str(a) for a in argv], cwd=cwd)
+    if check and code != 0:
+        sys.exit(f"dev.py: `{' '.join(map(str, argv))}` failed with exit code {code}")
+    return code
+
+
+def setup() -> None:
+    """Create .venv and install the package with its test extra (skipped when up to date)."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"dev.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
+    stamp = VENV / ".installed"
+    want = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    print("installing artifacts_tasks and its test tools into .venv ...", flush=True)
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[test]")
+    stamp.write_text(want)
+
+
+def demo() -> None:
+    """Write a sample tree to ./artifacts and walk through the main commands."""
+    root = HERE / "artifacts"
+    if root.exists():
+        if not (root / ".demo").exists():
+            sys.exit(f"dev.py: {root} exists and was not made by the demo; move it away first")
+        shutil.rmtree(root)
+    doit_db = HERE / ".doit.json"
+    doit_db.unlink(missing_ok=True)
+    cryptorun = BIN / "cryptorun"
+    say("python -m artifacts_tasks.sample artifacts")
+    run(PY, "-m", "artifacts_tasks.sample", root)
+    (root / ".demo").write_text("made by `python3 dev.py demo`; rerunning the demo replaces it\n")
+    say("cryptorun artifacts scan --verbose")
+    run(cryptorun, "artifacts", "scan", "--verbose")
+    say("cryptorun artifacts list")
+    run(cryptorun, "artifacts", "list")
+    listed = subprocess.run([str(cryptorun), "artifacts", "list", "--json", "--family", "bench"],
+                            cwd=HERE, capture_output=True, text=True, check=True)
+    oldest = json.loads(listed.stdout)["entries"][-1]["id"]
+    say(f"cryptorun artifacts pin --id {oldest} --on")
+    run(cryptorun, "artifacts", "pin", "--id", oldest, "--on")
+    say("cryptorun artifacts list --family bench")
+    run(cryptorun, "artifacts", "list", "--family", "bench")
+    say("doit scan        # runs: doit has no record of this tree yet")
+    run(BIN / "doit", "scan")
+    say("doit scan        # up to date: nothing changed, doit prints `-- scan`")
+    run(BIN / "doit", "scan")
+    print(f"\nThe tree is in {root}. Try: .venv/bin/cryptorun artifacts list --verbose "
+          "--family greenwall")
+
+
+def check() -> None:
+    """Lint, types and tests: what CI runs."""
+    env_bin = str(BIN)
+    os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
+    say("ruff check .")
+    run(BIN / "ruff", "check", ".")
+    say("ruff format --check .")
+    run(BIN / "ruff", "format", "--check", ".")
+    say("mypy --strict artifacts_tasks")
+    run(BIN / "mypy", "--strict", "artifacts_tasks")
+    say("pytest")
+    run(PY, "-m", "pytest", *sys.argv[2:])
+
+
+def main() -> None:
+    commands = {"demo": demo, "check": check}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit("usage: python3 dev.py demo | check [pytest args]")
+    setup()
+    commands[sys.argv[1]]()
+
+
+if __name__ == "__main__":
+    main()
