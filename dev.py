@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run the demo or the checks, with nothing but Python 3.11 installed.
 
-    python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> doit scan x2
-    python3 dev.py check   # .venv + install, ruff, mypy --strict, pytest  (what CI runs)
+python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> doit scan x2
+python3 dev.py check   # .venv + install, ruff, mypy --strict, pytest  (what CI runs)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def run(*argv: str | Path, cwd: Path = HERE, check: bool = True) -> int:
 
 def setup() -> None:
     """Create .venv and install the package with its test extra (skipped when up to date)."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - say so clearly on an older Python
         sys.exit(f"dev.py: Python 3.11 or newer is needed, this is {sys.version.split()[0]}")
     stamp = VENV / ".installed"
     want = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
@@ -66,8 +66,13 @@ def demo() -> None:
     run(cryptorun, "artifacts", "scan", "--verbose")
     say("cryptorun artifacts list")
     run(cryptorun, "artifacts", "list")
-    listed = subprocess.run([str(cryptorun), "artifacts", "list", "--json", "--family", "bench"],
-                            cwd=HERE, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [str(cryptorun), "artifacts", "list", "--json", "--family", "bench"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     oldest = json.loads(listed.stdout)["entries"][-1]["id"]
     say(f"cryptorun artifacts pin --id {oldest} --on")
     run(cryptorun, "artifacts", "pin", "--id", oldest, "--on")
@@ -77,8 +82,10 @@ def demo() -> None:
     run(BIN / "doit", "scan")
     say("doit scan        # up to date: nothing changed, doit prints `-- scan`")
     run(BIN / "doit", "scan")
-    print(f"\nThe tree is in {root}. Try: .venv/bin/cryptorun artifacts list --verbose "
-          "--family greenwall")
+    print(
+        f"\nThe tree is in {root}. Try: .venv/bin/cryptorun artifacts list --verbose "
+        "--family greenwall"
+    )
 
 
 def check() -> None:
