@@ -121,16 +121,20 @@ class Classifier:
 
     def run_key(self, family: Family, name: str) -> tuple[str, datetime | None]:
         """The run key of file `name` and the time it names (UTC), if any (DESIGN §2)."""
-        pattern = self._run.get(family.name)
-        if pattern is not None:
-            m = pattern.search(name)
-            if m is not None and m.group("run"):
-                key = m.group("run")
-                return key, find_timestamp(key)[1]
-        token, when = find_timestamp(name)
-        if token is not None and when is not None:
-            return when.strftime("%Y%m%dT%H%M%SZ"), when
-        return stem(name), None
+        return run_key(name, self._run.get(family.name))
+
+
+def run_key(name: str, run_pattern: re.Pattern[str] | None) -> tuple[str, datetime | None]:
+    """The run key of file `name` and the time it names (UTC), if any (DESIGN §2)."""
+    if run_pattern is not None:
+        m = run_pattern.search(name)
+        if m is not None and m.group("run"):
+            key = m.group("run")
+            return key, find_timestamp(key)[1]
+    key, when = find_timestamp(name)
+    if key is not None and when is not None:
+        return key, when
+    return stem(name), None
 
 
 _TS = re.compile(
@@ -142,7 +146,11 @@ _TS = re.compile(
 
 
 def find_timestamp(name: str) -> tuple[str | None, datetime | None]:
-    """The first valid timestamp token in `name` and its time as UTC."""
+    """The first valid timestamp token in `name`: its run key (`YYYYMMDDTHHMMSSZ`) and time.
+
+    Every spelling of one moment gives the same key, so `a_20250906_143022.md` and
+    `a_2025-09-06T14:30:22Z.json` are one run.
+    """
     for m in _TS.finditer(name):
         if m.group("a"):
             d = m.group("a") + m.group("b")
@@ -160,7 +168,7 @@ def find_timestamp(name: str) -> tuple[str | None, datetime | None]:
             )
         except ValueError:  # not a real date or time, such as 20251399_999999
             continue
-        return m.group(0), when
+        return f"{d[:8]}T{d[8:]}Z", when
     return None, None
 
 
@@ -223,8 +231,12 @@ _HINT = re.compile(rb'"(?:status|result|verdict|passed|ok|success)"')
 
 
 def jsonl_status(data: bytes) -> str | None:
-    """The verdict of the last JSONL record that carries one."""
-    for line in reversed(data.splitlines()):
+    """The verdict of the last JSONL record that carries one, reading lines from the end."""
+    pos = len(data)
+    while pos > 0:
+        nl = data.rfind(b"\n", 0, pos)
+        line = data[nl + 1 : pos]
+        pos = nl
         if _HINT.search(line):
             try:
                 found = record_status(json.loads(line))

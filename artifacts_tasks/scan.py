@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat as stat_mod
 from array import array
 from collections.abc import Iterable, Iterator
@@ -42,8 +43,8 @@ VANISHED = "vanished during the scan"
 UNMANAGED = "unmanaged: matches no family pattern"
 # Files hashed per task: one safe directory open serves a whole batch.
 BATCH = 128
-# Below this many files to hash, threads cost more than they save.
-PARALLEL_THRESHOLD = 64
+# Below this many files to hash, starting worker processes costs more than it saves.
+PARALLEL_THRESHOLD = 512
 
 
 @dataclass(frozen=True)
@@ -151,21 +152,24 @@ def _rescan(
 
     progress = progress or NoProgress()
     progress.start(len(to_hash), sum(f.st.st_size for f in to_hash))
-    buffer = config.indexing.checksum_buffer_size_kb * 1024
+    keys: dict[str, tuple[str, datetime | None]] = {}
     try:
-        for f, outcome in _hash_all(root, to_hash, buffer, config.indexing.parallel_workers):
+        for rel, outcome, key, when in _hash_all(
+            root, to_hash, config, config.indexing.parallel_workers
+        ):
             if isinstance(outcome, str):
                 # Left out of the manifest: nothing acts on it until a scan can read it.
                 if outcome == VANISHED:
-                    tree.skipped.append(Skipped(f.rel, outcome))
+                    tree.skipped.append(Skipped(rel, outcome))
                 else:
-                    result.warnings.append(f"{display_path(f.rel)}: {outcome}")
+                    result.warnings.append(f"{display_path(rel)}: {outcome}")
                 continue
-            prev = old.get(f.rel, _NO_ROW)[1]
+            prev = old.get(rel, _NO_ROW)[1]
             if prev is not None and prev[4] == outcome.xxh3_128:
                 # Same bytes: keep what was learnt from them (status, compaction record).
                 outcome = FileRecord(*outcome[:5], *prev[5:])
-            records[f.rel] = outcome
+            records[rel] = outcome
+            keys[rel] = (key, when)
             result.files_hashed += 1
             result.bytes_hashed += outcome.size
             progress.advance(1, outcome.size)
@@ -173,7 +177,7 @@ def _rescan(
         progress.close()
 
     by_name = {f.name: f for f in config.families}
-    entries = _group(found, records, classifier, by_name, pinned)
+    entries = _group(found, records, keys, classifier, by_name, pinned)
     result.manifest = Manifest(
         datetime.now(UTC).replace(microsecond=0),
         entries,
@@ -279,42 +283,60 @@ def _classify(
             found.append(_Found(rel, name, matcher.families[m.lastgroup].name, st))
 
 
-def _hash_all(
-    root: Path, files: list[_Found], buffer: int, workers: int
-) -> Iterator[tuple[_Found, FileRecord | str]]:
-    """Hash files in batches that share one safely opened directory fd."""
-    batches: list[list[_Found]] = []
+_Hashed = tuple[str, "FileRecord | str", str, "datetime | None"]  # rel, outcome, run key, time
+
+
+def _hash_all(root: Path, files: list[_Found], config: Config, workers: int) -> Iterator[_Hashed]:
+    """Hash files, read their statuses and run keys, in per-directory batches.
+
+    This is CPU work on small files: threads only fight over the GIL, so big jobs go to
+    worker processes (at most one per CPU). Each batch opens its directory safely once.
+    """
+    run_patterns = {f.name: f.run_pattern for f in config.families}
+    buffer = config.indexing.checksum_buffer_size_kb * 1024
     by_dir: dict[str, list[_Found]] = {}
     for f in files:
         by_dir.setdefault(f.rel.rpartition("/")[0], []).append(f)
-    for members in by_dir.values():
-        batches += [members[i : i + BATCH] for i in range(0, len(members), BATCH)]
-
-    def one_batch(batch: list[_Found]) -> list[tuple[_Found, FileRecord | str]]:
-        try:
-            dir_fd = _fs.open_dir_under(root, batch[0].rel.rpartition("/")[0])
-        except OSError as exc:
-            return [(f, _why(exc)) for f in batch]
-        try:
-            out: list[tuple[_Found, FileRecord | str]] = []
-            for f in batch:
-                try:
-                    out.append((f, hash_file(dir_fd, f.rel, f.name, buffer)))
-                except OSError as exc:
-                    out.append((f, _why(exc)))
-            return out
-        finally:
-            os.close(dir_fd)
-
+    batches = [
+        (
+            str(root),
+            rel_dir,
+            [(f.rel, f.name, run_patterns[f.family]) for f in members[i : i + BATCH]],
+            buffer,
+        )
+        for rel_dir, members in by_dir.items()
+        for i in range(0, len(members), BATCH)
+    ]
+    workers = min(workers, os.cpu_count() or 1)
     if workers > 1 and len(files) >= PARALLEL_THRESHOLD:
-        from concurrent.futures import ThreadPoolExecutor  # only when it pays (import: 20 ms)
+        import multiprocessing  # only when it pays
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(one_batch, batches):
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for done in pool.imap_unordered(_hash_batch, batches):
                 yield from done
     else:
         for batch in batches:
-            yield from one_batch(batch)
+            yield from _hash_batch(batch)
+
+
+def _hash_batch(batch: tuple[str, str, list[tuple[str, str, str | None]], int]) -> list[_Hashed]:
+    """Hash one directory's batch of files through one safely opened directory fd."""
+    root, rel_dir, files, buffer = batch
+    keys = [fam.run_key(name, re.compile(p) if p else None) for _, name, p in files]
+    try:
+        dir_fd = _fs.open_dir_under(Path(root), rel_dir)
+    except OSError as exc:
+        return [(rel, _why(exc), *key) for (rel, _, _), key in zip(files, keys, strict=True)]
+    try:
+        out: list[_Hashed] = []
+        for (rel, name, _), key in zip(files, keys, strict=True):
+            try:
+                out.append((rel, hash_file(dir_fd, rel, name, buffer), *key))
+            except OSError as exc:
+                out.append((rel, _why(exc), *key))
+        return out
+    finally:
+        os.close(dir_fd)
 
 
 def _why(exc: OSError) -> str:
@@ -381,6 +403,7 @@ def _hash_big(fd: int, name: str, buffer: int) -> tuple[str, str]:
 def _group(
     found: list[_Found],
     records: dict[str, FileRecord],
+    keys: dict[str, tuple[str, datetime | None]],
     classifier: fam.Classifier,
     by_name: dict[str, Family],
     pinned: set[str],
@@ -391,7 +414,8 @@ def _group(
         if record is None:
             continue
         directory = f.rel.rpartition("/")[0]
-        key, when = classifier.run_key(by_name[f.family], f.name)
+        known = keys.get(f.rel)
+        key, when = known if known is not None else classifier.run_key(by_name[f.family], f.name)
         groups.setdefault((f.family, directory, key), []).append((record, when))
     hashes = {k: fam.entry_id_hash(*k) for k in groups}
     ids = fam.assign_ids(hashes.values())
@@ -454,9 +478,11 @@ def refresh(
     pinned = config.config_pins().keys() | set(load_pins(root))
     classifier = fam.Classifier(config.families)
     limit = config.indexing.max_files_per_scan
-    tree = walk(root, classifier, limit, collect=need_skipped)
-    signature = tree_signature(tree.digest, config, pinned)
     header = None if force else read_header(root)
+    # Without a usable header a full rescan follows: walk once, collecting the files.
+    collect = need_skipped or header is None
+    tree = walk(root, classifier, limit, collect=collect)
+    signature = tree_signature(tree.digest, config, pinned)
     if header is not None and header.tree_signature == signature:
         unchanged = ScanResult(
             load_manifest(root) if need_manifest else None,
@@ -467,7 +493,7 @@ def refresh(
             skipped=tree.skipped,
         )
         return Refreshed(unchanged, written=False)
-    if not need_skipped:
+    if not collect:
         tree = walk(root, classifier, limit)
         signature = tree_signature(tree.digest, config, pinned)
     rebuilt_from = None

@@ -206,7 +206,21 @@ def test_unreadable_file_is_left_out_with_a_warning(
     assert len(paths) == 6
 
 
-def test_parallel_and_serial_scans_agree(make_tree: MakeTree) -> None:
+def test_parallel_and_serial_scans_agree(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan_mod, "PARALLEL_THRESHOLD", 10)  # use the worker processes
+    monkeypatch.setattr(scan_mod.os, "cpu_count", lambda: 4)
+    import multiprocessing
+
+    pools = []
+    real_context = multiprocessing.get_context
+
+    def counting_context(method: str) -> object:
+        pools.append(method)
+        return real_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", counting_context)
     files = {
         f"bench/r_202509{d:02d}_{h:02d}0000.jsonl": f'{{"i": {d * h}}}\n{{"status": "pass"}}\n'
         for d in range(1, 11)
@@ -218,6 +232,8 @@ def test_parallel_and_serial_scans_agree(make_tree: MakeTree) -> None:
     a = scan_mod.scan(root, serial, previous=None, pins=set())
     b = scan_mod.scan(root, parallel, previous=None, pins=set())
     assert a.files_hashed == b.files_hashed == 100
+    assert pools == ["fork"]  # the serial scan used none, the parallel one a process pool
+    assert a.manifest is not None and b.manifest is not None
     assert a.manifest.entries == b.manifest.entries
 
 
@@ -259,3 +275,73 @@ def test_missing_root_is_a_usage_error(tmp_path: Path) -> None:
         result.err == f"error: artifacts root {tmp_path / 'nope'} does not exist; "
         "create it or pass --root DIR\n"
     )
+
+
+# ---- the no-change fast path ---------------------------------------------------------------
+
+
+def test_unchanged_tree_is_not_regrouped_or_rewritten(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    scan(root)
+    before = (root / ".manifest.json").read_bytes()
+    again = scan_mod.refresh(root, default_config(), need_manifest=False)
+    assert not again.written
+    assert again.result.manifest is None  # nothing was parsed
+    assert (again.result.runs, again.result.files_seen) == (5, 7)
+    assert (root / ".manifest.json").read_bytes() == before
+
+
+def test_a_truncated_manifest_is_refused_by_scan_too(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    scan(root)
+    raw = (root / ".manifest.json").read_bytes()
+    (root / ".manifest.json").write_bytes(raw[: len(raw) // 2])  # header intact, body cut
+    result = run_main("--root", root, "scan")
+    assert result.code == 2
+    assert result.err.startswith("manifest error: ") and "scan --force" in result.err
+
+
+def test_a_hand_edited_manifest_is_checked_in_full(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    scan(root)
+    path = root / ".manifest.json"
+    edited = path.read_bytes().replace(b'"directory":"bench"', b'"directory":"../bench"', 1)
+    path.write_bytes(edited)  # the header still says the tree is unchanged
+    result = run_main("--root", root, "scan")
+    assert result.code == 2
+    assert "fails its schema" in result.err
+
+
+@pytest.mark.parametrize("change", ["pins file", "run_pattern", "rename"])
+def test_what_the_signature_covers_makes_a_rescan(make_tree: MakeTree, change: str) -> None:
+    root = make_tree(RUN)
+    first = scan(root).manifest
+    assert first is not None
+    config = default_config()
+    target = first.entries[-1]
+    if change == "pins file":
+        (root / ".pins.json").write_text(
+            json.dumps(
+                {
+                    "format": "artifacts_tasks.pins",
+                    "version": 1,
+                    "pins": {target.id: {"pinned_at": "2025-01-01T00:00:00Z"}},
+                }
+            )
+        )
+    elif change == "run_pattern":
+        config = build_config(
+            {"families": {"bench": {"run_pattern": r"^(?P<run>[a-z0-9]+)_"}}}, "c.yaml"
+        )
+    else:
+        os.rename(root / "greenwall" / "baseline.md", root / "greenwall" / "baseline2.md")
+    done = scan_mod.refresh(root, config)
+    assert done.written
+    after = {(e.directory, e.run_key): e for e in done.manifest.entries}
+    if change == "pins file":
+        assert [e.id for e in done.manifest.entries if e.pinned] == [target.id]
+    elif change == "run_pattern":
+        assert ("bench", "topgainers") in after and ("bench", "p99") in after
+    else:
+        assert ("greenwall", "baseline2") in after and ("greenwall", "baseline") not in after
+    assert not scan_mod.refresh(root, config).written  # and then it is settled
