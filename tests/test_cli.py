@@ -245,3 +245,19 @@ def test_scan_reports_what_it_did(make_tree: MakeTree) -> None:
     third = run_main("--root", root, "scan", "--verbose")
     assert "1 hashed (21B), 5 unchanged; manifest updated" in third.out
     assert "  skipped README.txt: unmanaged: matches no family pattern" in third.out
+
+
+def test_ctrl_c_exits_130_and_leaves_the_manifest_whole(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(TREE)
+    assert run_main("--root", root, "scan").code == 0
+    before = (root / ".manifest.json").read_bytes()
+
+    def interrupted(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "refresh", interrupted)
+    result = run_main("--root", root, "scan")
+    assert (result.code, result.err) == (130, "interrupted\n")
+    assert (root / ".manifest.json").read_bytes() == before

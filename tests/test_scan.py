@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from artifacts_tasks import scan as scan_mod
 from artifacts_tasks.config import build_config, default_config
+from artifacts_tasks.families import Classifier
 from artifacts_tasks.manifest import load_manifest
 
 from .conftest import MakeTree, run_main, write
@@ -345,3 +348,57 @@ def test_what_the_signature_covers_makes_a_rescan(make_tree: MakeTree, change: s
     else:
         assert ("greenwall", "baseline2") in after and ("greenwall", "baseline") not in after
     assert not scan_mod.refresh(root, config).written  # and then it is settled
+
+
+# ---- properties over random trees ----------------------------------------------------------
+
+NAME_PART = st.text(
+    alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: not s.startswith("."))
+STAMP = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1)).map(
+    lambda d: d.strftime((d.microsecond % 2 and "%Y%m%d_%H%M%S") or "%Y-%m-%dT%H:%M:%SZ")
+)
+FILE = st.tuples(
+    st.sampled_from(["bench", "nightly/bench", "greenwall", "microstructure/proofs", "other"]),
+    NAME_PART,
+    st.one_of(st.none(), STAMP),
+    st.sampled_from([".md", ".jsonl", ".txt"]),
+    st.sampled_from(["Status: PASS\n", '{"status": "fail"}\n', "", "\xff\xfe"]),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(FILE, min_size=1, max_size=25))
+def test_every_artifact_is_in_exactly_one_consistent_run(
+    tmp_path_factory: pytest.TempPathFactory, files: list[tuple[str, str, str | None, str, str]]
+) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    written: set[str] = set()
+    for directory, part, stamp, ext, content in files:
+        name = f"{part}_{stamp}{ext}" if stamp else f"{part}{ext}"
+        if len(name.encode()) > 200:
+            continue
+        write(root, f"{directory}/{name}", content)
+        written.add(f"{directory}/{name}")
+    classifier = Classifier(default_config().families)
+    expected = {p for p in written if classifier.family_of(p) is not None}
+
+    m = scan(root).manifest
+    assert m is not None
+    paths = [f.path for _, f in m.files()]
+    assert sorted(paths) == sorted(expected)  # each artifact once, nothing else
+    assert len({e.id for e in m.entries}) == len(m.entries)
+    for e in m.entries:
+        assert e.size == sum(f.size for f in e.files)
+        for f in e.files:
+            assert f.path.rpartition("/")[0] == e.directory
+            assert classifier.family_of(f.path).name == e.family  # type: ignore[union-attr]
+            key, _ = classifier.run_key(classifier.family_of(f.path), f.path.rpartition("/")[2])  # type: ignore[arg-type]
+            assert key == e.run_key
+    again = scan(root, force=True).manifest
+    assert again is not None
+    assert [e.id for e in again.entries] == [e.id for e in m.entries]
