@@ -7,11 +7,12 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockHeldError
+from .errors import LockHeldError, UnsafeFileError
 
 LOCK_NAME = ".lock"
 
@@ -72,8 +73,15 @@ def _pid_alive(pid: int) -> bool:
 def root_lock(root: Path, command: str) -> Iterator[None]:
     """Hold flock(2) on `root/.lock` (flock(1) in scripts coordinates), or raise LockHeldError."""
     lock_path = root / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFileError(str(lock_path), "is a symlink") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFileError(str(lock_path), "is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -110,16 +118,6 @@ def open_dir_under(root: Path, rel_dir: str) -> int:
             os.close(fd)
         fd = child
     return fd
-
-
-def is_safe_relpath(rel: str) -> bool:
-    """True for a relative POSIX path that stays inside its root (no '..', not absolute)."""
-    if not rel or rel[0] == "/" or "\x00" in rel:
-        return False
-    return all(part not in _UNSAFE_PARTS for part in rel.split("/"))
-
-
-_UNSAFE_PARTS = frozenset({"", ".", ".."})
 
 
 def display_path(rel: str) -> str:

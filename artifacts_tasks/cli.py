@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import json
 import os
 import sys
@@ -17,10 +18,11 @@ from typing import Any, NoReturn, TextIO
 from . import _fs, errors
 from .config import Config, load_config
 from .errors import ArtifactsError, UnknownIdError, UsageError
-from .manifest import Entry, Manifest, load_manifest, now_utc
+from .manifest import Entry, Manifest, iso, load_manifest, now_utc, shown_time
 from .progress import make_progress
 from .scan import Refreshed, check_root, refresh
 
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
 
@@ -70,13 +72,21 @@ class Context:
         """A fresh manifest; when another writer holds the lock, the last one saved."""
         try:
             return self.refresh(command).manifest
-        except errors.LockHeldError as exc:
+        except (errors.LockHeldError, OSError) as exc:
+            # Another writer, or a root this user may read but not write (read-only
+            # mount, someone else's tree): show what was saved rather than nothing.
+            if not isinstance(exc, errors.LockHeldError) and exc.errno not in _READ_ONLY:
+                raise
             saved = load_manifest(self.root)
             if saved is None:
                 raise
+            why = (
+                str(exc)
+                if isinstance(exc, errors.LockHeldError)
+                else (f"cannot update the manifest ({exc.strerror}: {exc.filename})")
+            )
             print(
-                f"note: {exc}; showing the manifest saved at "
-                f"{saved.generated_at:%Y-%m-%d %H:%M:%S}Z",
+                f"note: {why}; showing the manifest saved at {shown_time(saved.generated_at)}Z",
                 file=self.err,
             )
             return saved
@@ -138,13 +148,13 @@ def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    manifest = ctx.current_manifest("list")
-    last_run, last_pass = manifest.markers()
-    entries = [e for e in manifest.entries if args.family is None or e.family == args.family]
     if args.family is not None and args.family not in ctx.config.family_names():
         raise UsageError(
             f"unknown family {args.family!r} (families: {', '.join(ctx.config.family_names())})"
         )
+    manifest = ctx.current_manifest("list")
+    last_run, last_pass = manifest.markers()
+    entries = [e for e in manifest.entries if args.family is None or e.family == args.family]
     if args.json:
         json.dump(list_json(entries, last_run, last_pass), ctx.out, indent=2)
         ctx.out.write("\n")
@@ -172,7 +182,7 @@ def list_json(entries: Sequence[Entry], last_run: set[str], last_pass: set[str])
             {
                 "id": e.id,
                 "family": e.family,
-                "timestamp": e.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "timestamp": iso(e.timestamp),
                 "status": e.status,
                 "pinned": e.pinned,
                 "last_run": e.id in last_run,
@@ -217,7 +227,7 @@ def print_table(
     for e in entries:
         pin = cell("📌" if e.pinned else "", 6)
         print(
-            f"{e.id:<{wid}} {e.family:<{wfam}} {e.timestamp:%Y-%m-%d %H:%M:%S} "
+            f"{e.id:<{wid}} {e.family:<{wfam}} {shown_time(e.timestamp)} "
             f"{human_size(e.size):<8} {statuses[e.id]:<{wst}} {pin} {e.file_count}",
             file=out,
         )
@@ -263,7 +273,7 @@ def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
         changed = set_pin(ctx.root, entry, on=args.on, now=now_utc())
         if changed:
             refresh(ctx.root, config)
-    when = f"{entry.timestamp:%Y-%m-%d %H:%M:%S}"
+    when = shown_time(entry.timestamp)
     verb = "Pinned" if args.on else "Unpinned"
     note = "" if changed else f" (it already was {'pinned' if args.on else 'not pinned'})"
     print(f"{verb} {entry.id} ({entry.family}, {when}){note}", file=ctx.out)

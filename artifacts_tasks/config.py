@@ -6,7 +6,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -293,18 +293,21 @@ def _build(data: dict[str, Any], shown: str) -> Config:
 
 
 def _dataclass_from(cls: Any, given: Mapping[str, Any] | None) -> Any:
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (given or {}).items() if k in known})
+    return cls(**(given or {}))  # the schema has refused unknown keys
 
 
 def _build_families(given: Mapping[str, Any], shown: str) -> list[Family]:
-    merged: dict[str, Family] = {n: Family(n, p) for n, p in DEFAULT_FAMILIES.items()}
+    """The families in match order: those the config names, in its order, then the
+    built-in ones it does not name. A named built-in keeps what the config leaves out."""
+    builtin = {n: Family(n, p) for n, p in DEFAULT_FAMILIES.items()}
+    merged: dict[str, Family] = {}
+    disabled = set()
     for name, spec in given.items():
         spec = spec or {}
         if spec.get("enabled", True) is False:
-            merged.pop(name, None)
+            disabled.add(name)
             continue
-        old = merged.get(name)
+        old = builtin.get(name)
         patterns = tuple(spec["patterns"]) if "patterns" in spec else None
         if patterns is None and old is None:
             raise ConfigError(shown, f"families.{name}", "a new family needs `patterns`")
@@ -312,7 +315,8 @@ def _build_families(given: Mapping[str, Any], shown: str) -> list[Family]:
         if run_pattern is not None:
             _check_run_pattern(run_pattern, f"families.{name}.run_pattern", shown)
         merged[name] = Family(name, patterns or (old.patterns if old else ()), run_pattern)
-    return list(merged.values())
+    rest = [f for n, f in builtin.items() if n not in merged and n not in disabled]
+    return [*merged.values(), *rest]
 
 
 def _check_run_pattern(pattern: str, key: str, shown: str) -> None:

@@ -97,3 +97,13 @@ class LockHeldError(ArtifactsError):
             f"another writer holds {lock_path} ({holder or 'holder unknown'}); "
             "wait for it to finish and retry"
         )
+
+
+class UnsafeFileError(ArtifactsError):
+    """A file the tool writes is a symlink or not a regular file: it is never followed."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path} {problem}; the tool never writes through it. Remove it and retry")

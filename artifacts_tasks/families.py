@@ -67,6 +67,16 @@ class DirMatcher(NamedTuple):
         return self.families[m.lastgroup] if m is not None and m.lastgroup else None
 
 
+def _dir_regex(dir_glob: str) -> str:
+    """A pattern's directory part; a trailing `/**` also matches the directory itself, as
+    `**/` matches zero directories (`results/**/*.md` takes `results/a.md`)."""
+    if dir_glob == "**":
+        return ".*"
+    if dir_glob.endswith("/**"):
+        return glob_to_regex(dir_glob[:-3]) + "(?:/.*)?"
+    return glob_to_regex(dir_glob)
+
+
 class Classifier:
     """Maps a root-relative POSIX path to its family: the first (config order) that matches.
 
@@ -84,7 +94,7 @@ class Classifier:
                 if "**" in name_glob:
                     self._patterns.append((family, None, glob_to_regex(pattern)))
                 else:
-                    dir_re = re.compile(r"\A" + glob_to_regex(dir_glob) + r"\Z", re.DOTALL)
+                    dir_re = re.compile(r"\A" + _dir_regex(dir_glob) + r"\Z", re.DOTALL)
                     self._patterns.append((family, dir_re, glob_to_regex(name_glob)))
         self._dirs: dict[str, DirMatcher | None] = {}
         self._run = {
@@ -118,6 +128,9 @@ class Classifier:
         rel_dir, _, name = rel.rpartition("/")
         matcher = self.for_directory(rel_dir)
         return matcher.family_of(rel, name) if matcher is not None else None
+
+    def run_pattern(self, family: str) -> re.Pattern[str] | None:
+        return self._run.get(family)
 
     def run_key(self, family: Family, name: str) -> tuple[str, datetime | None]:
         """The run key of file `name` and the time it names (UTC), if any (DESIGN §2)."""
@@ -184,17 +197,29 @@ def entry_id_hash(family: str, directory: str, run_key: str) -> str:
     return str(xxhash.xxh3_128_hexdigest(data))
 
 
-def assign_ids(hashes: Iterable[str]) -> dict[str, str]:
-    """Full hash -> shortest prefix (8 digits at least) that no other hash shares."""
-    full = sorted(set(hashes))
-    ids: dict[str, str] = {}
-    for i, h in enumerate(full):
+RunKey = tuple[str, str, str]  # (family, directory, run key)
+
+
+def assign_ids(hashes: dict[RunKey, str], previous: dict[RunKey, str]) -> dict[RunKey, str]:
+    """Run -> id. Ids are sticky: a run keeps the id it had (pins and trash folders name
+    it). A new run gets the shortest prefix of its hash, 8 hex digits at least, that it
+    shares with no other run's hash, so it can never equal an id in use."""
+    ids = {k: previous[k] for k, h in hashes.items() if k in previous and h.startswith(previous[k])}
+    ordered = sorted(hashes.values())
+    rank = {h: i for i, h in enumerate(ordered)}
+    for k, h in hashes.items():
+        if k in ids:
+            continue
+        i = rank[h]
         length = 8
-        for other in (full[i - 1] if i else None, full[i + 1] if i + 1 < len(full) else None):
+        for other in (
+            ordered[i - 1] if i else None,
+            ordered[i + 1] if i + 1 < len(ordered) else None,
+        ):
             if other is not None:
-                common = next((k for k in range(32) if h[k] != other[k]), 32)
+                common = next((n for n in range(32) if h[n] != other[n]), 32)
                 length = max(length, common + 1)
-        ids[h] = h[:length]
+        ids[k] = h[:length]
     return ids
 
 
@@ -240,7 +265,7 @@ def jsonl_status(data: bytes) -> str | None:
         if _HINT.search(line):
             try:
                 found = record_status(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):  # malformed, or nested beyond reason
                 continue
             if found is not None:
                 return found
@@ -250,7 +275,7 @@ def jsonl_status(data: bytes) -> str | None:
 def json_status(data: bytes) -> str | None:
     try:
         return record_status(json.loads(data))
-    except ValueError:
+    except (ValueError, RecursionError):  # malformed, or nested beyond reason
         return None
 
 

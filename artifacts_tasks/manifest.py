@@ -13,6 +13,7 @@ import xxhash
 
 from . import _fs
 from .errors import ManifestError
+from .families import Classifier, entry_id_hash, run_key
 
 MANIFEST_NAME = ".manifest.json"
 BACKUP_NAME = ".manifest.backup.json"
@@ -22,8 +23,17 @@ VERSION = 1
 
 
 def iso(when: datetime) -> str:
-    """UTC ISO 8601 with a Z, to the second: the only time format in our files."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC ISO 8601 with a Z, to the second: the only time format in our files.
+
+    Built by hand: strftime's %Y does not pad years below 1000 to four digits.
+    """
+    t = when.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
+
+
+def shown_time(when: datetime) -> str:
+    """`2025-09-06 14:30:22`: how tables show a time (UTC)."""
+    return iso(when)[:19].replace("T", " ")
 
 
 def parse_iso(text: str) -> datetime:
@@ -42,14 +52,18 @@ def parse_iso(text: str) -> datetime:
 class FileRecord(NamedTuple):
     """One artifact file as scanned. `path` is relative to the root, POSIX separators.
 
-    Stored in the manifest as the row `[path, size, mtime_ns, inode, xxh3_128, status]`,
-    plus the compaction record as a 7th item once the file is compacted.
+    Stored in the manifest as the row
+    `[path, size, mtime_ns, inode, ctime_ns, xxh3_128, status]`, plus the compaction record
+    as an 8th item once the file is compacted. A rescan trusts the checksum while size,
+    mtime, inode and ctime are unchanged (ctime, because `touch -r` or `cp -p` can put an
+    old mtime back on new content, but nobody can set ctime).
     """
 
     path: str
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int
     xxh3_128: str
     status: str
     compaction: dict[str, Any] | None = None
@@ -60,6 +74,7 @@ class FileRecord(NamedTuple):
             self.size,
             self.mtime_ns,
             self.inode,
+            self.ctime_ns,
             self.xxh3_128,
             self.status,
         ]
@@ -174,11 +189,11 @@ class Manifest:
             return {row[0]: (e["family"], row) for e in self._raw or () for row in e["files"]}
         return {f.path: (e.family, f) for e in self._entries for f in e.files}
 
-    def pinned_flags(self) -> Iterator[tuple[str, bool]]:
-        """(id, pinned) for every entry, without building entries."""
+    def ids_by_key(self) -> dict[tuple[str, str, str], str]:
+        """(family, directory, run key) -> id, without building entries."""
         if self._entries is None:
-            return ((e["id"], e["pinned"]) for e in self._raw or ())
-        return ((e.id, e.pinned) for e in self._entries)
+            return {(e["family"], e["directory"], e["run_key"]): e["id"] for e in self._raw or ()}
+        return {(e.family, e.directory, e.run_key): e.id for e in self._entries}
 
     def by_id(self) -> dict[str, Entry]:
         return {e.id: e for e in self.entries}
@@ -242,7 +257,7 @@ def manifest_path(root: Path) -> Path:
     return root / MANIFEST_NAME
 
 
-def load_manifest(root: Path) -> Manifest | None:
+def load_manifest(root: Path, *, classifier: Classifier | None = None) -> Manifest | None:
     """The manifest under `root`, validated; None when there is none yet."""
     path = manifest_path(root)
     try:
@@ -251,11 +266,18 @@ def load_manifest(root: Path) -> Manifest | None:
         return None
     except OSError as exc:
         raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
-    return parse_manifest(raw, str(path))
+    return parse_manifest(raw, str(path), classifier=classifier)
 
 
-def parse_manifest(raw: bytes, shown: str) -> Manifest:
-    """Parse and check a manifest's bytes: JSON, schema, then path safety."""
+def parse_manifest(raw: bytes, shown: str, *, classifier: Classifier | None = None) -> Manifest:
+    """Parse and check a manifest's bytes, so that it can only name what a scan would.
+
+    JSON, then the schema (relative paths, no part starting with '.'), then: each file
+    directly in its entry's directory, no path twice, names that encode back to the bytes
+    they came from, ids that are prefixes of their run's hash, counts and sizes that add
+    up, and, given the `classifier` of the config the manifest was written under, every
+    file in its entry's family and run.
+    """
     from .config import schema_error
 
     try:
@@ -263,7 +285,8 @@ def parse_manifest(raw: bytes, shown: str) -> Manifest:
     except (ValueError, RecursionError) as exc:
         what = "empty" if not raw.strip() else f"not valid JSON (truncated?): {exc}"
         raise ManifestError(shown, what) from None
-    checked = _unicode_safe(data) if b"\\ud" in raw or b"\\uD" in raw else data
+    escaped = b"\\ud" in raw or b"\\uD" in raw
+    checked = _unicode_safe(data) if escaped else data
     found = schema_error("manifest.schema.json", checked)
     if found is not None:
         key, problem = found
@@ -279,15 +302,29 @@ def parse_manifest(raw: bytes, shown: str) -> Manifest:
         directory = e["directory"]
         prefix = f"{directory}/" if directory else ""
         cut = len(prefix)
+        if not entry_id_hash(e["family"], directory, e["run_key"]).startswith(e["id"]):
+            raise ManifestError(shown, f"entry {e['id']} does not match its run's id")
+        run_re = classifier.run_pattern(e["family"]) if classifier is not None else None
         size = 0
         for row in e["files"]:
-            # The schema has refused absolute paths and empty, '.' or '..' parts; this keeps
+            # The schema has refused absolute paths and empty or dot parts; this keeps
             # each file directly in its entry's directory, so no entry reaches elsewhere.
             path = row[0]
             if not path.startswith(prefix) or "/" in path[cut:]:
                 raise ManifestError(
                     shown, f"entry {e['id']} holds a path outside its directory: {path!r}"
                 )
+            if classifier is not None:
+                family = classifier.family_of(path)
+                name = path[cut:]
+                if (
+                    family is None
+                    or family.name != e["family"]
+                    or (run_key(name, run_re)[0] != e["run_key"])
+                ):
+                    raise ManifestError(
+                        shown, f"entry {e['id']} holds {path!r}, which is not one of its run's"
+                    )
             size += row[1]
         seen_paths.update(row[0] for row in e["files"])
         n_files += len(e["files"])
@@ -296,6 +333,12 @@ def parse_manifest(raw: bytes, shown: str) -> Manifest:
             raise ManifestError(shown, problem)
     if len(seen_paths) != n_files:
         raise ManifestError(shown, "a path appears twice")
+    if escaped:
+        for path in seen_paths:
+            try:
+                path.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raise ManifestError(shown, f"{path!r} is no file name this system has") from None
     counts = data["counts"]
     if (counts["entries"], counts["files"], counts["families"]) != (
         len(entries),

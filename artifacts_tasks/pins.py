@@ -41,10 +41,33 @@ def load_pins(root: Path) -> dict[str, dict[str, Any]]:
     return pins
 
 
+def run_marker(family: str, directory: str, run_key: str) -> str:
+    """How a pin names a run besides its id: ids can lengthen, the run's key cannot."""
+    return f"{family}\x00{directory}\x00{run_key}"
+
+
+def pin_markers(pins: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Everything that marks a run as pinned: the ids, and the runs recorded with them."""
+    markers = set(pins)
+    for pin in pins.values():
+        if {"family", "directory", "run_key"} <= pin.keys():
+            markers.add(run_marker(pin["family"], pin["directory"], pin["run_key"]))
+    return markers
+
+
+def _names(entry: Entry, pin_id: str, pin: Mapping[str, Any]) -> bool:
+    return pin_id == entry.id or (pin.get("family"), pin.get("directory"), pin.get("run_key")) == (
+        entry.family,
+        entry.directory,
+        entry.run_key,
+    )
+
+
 def set_pin(root: Path, entry: Entry, *, on: bool, now: datetime) -> bool:
     """Pin or unpin `entry` in the pins file; True when that changed anything."""
     pins = load_pins(root)
-    if on == (entry.id in pins):
+    mine = [pin_id for pin_id, pin in pins.items() if _names(entry, pin_id, pin)]
+    if on == bool(mine):
         return False
     if on:
         pins[entry.id] = {
@@ -54,7 +77,8 @@ def set_pin(root: Path, entry: Entry, *, on: bool, now: datetime) -> bool:
             "run_key": entry.run_key,
         }
     else:
-        del pins[entry.id]
+        for pin_id in mine:
+            del pins[pin_id]
     save_pins(root, pins)
     return True
 

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat as stat_mod
+import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,19 +27,22 @@ from .manifest import (
     Manifest,
     Row,
     load_manifest,
+    now_utc,
     read_header,
     save_manifest,
     sort_entries,
 )
-from .pins import load_pins
+from .pins import load_pins, pin_markers, run_marker
 from .progress import NoProgress, Progress
 
 # Files up to this size are read in one go and their status parsed from the same bytes.
 WHOLE_READ_LIMIT = 4 << 20
-# For bigger files, the status comes from the head (Markdown) or the tail (JSONL).
-HEAD_TAIL_BYTES = 1 << 20
+# For bigger Markdown files, the status comes from this much of the head.
+HEAD_BYTES = 1 << 20
 # A bigger JSON file is parsed for its status only up to this size.
 JSON_PARSE_LIMIT = 64 << 20
+# Bump when grouping, run keys, ids or statuses change: every manifest is then rebuilt.
+RULES_VERSION = 1
 VANISHED = "vanished during the scan"
 UNMANAGED = "unmanaged: matches no family pattern"
 # Files hashed per task: one safe directory open serves a whole batch.
@@ -86,6 +90,7 @@ class Tree:
     found: list[_Found]
     skipped: list[Skipped]
     digest: str
+    warnings: list[str] = field(default_factory=list)  # what could not be read at all
 
 
 _NO_ROW: tuple[str, Row | None] = ("", None)
@@ -131,7 +136,9 @@ def _rescan(
     progress: Progress | None,
 ) -> ScanResult:
     found = tree.found
-    result = ScanResult(manifest=None, files_seen=len(found), skipped=tree.skipped)
+    result = ScanResult(
+        manifest=None, files_seen=len(found), skipped=tree.skipped, warnings=list(tree.warnings)
+    )
     old = previous.file_rows() if previous is not None else {}
     records: dict[str, FileRecord] = {}
     to_hash: list[_Found] = []
@@ -144,6 +151,7 @@ def _rescan(
             and row[1] == st.st_size
             and row[2] == st.st_mtime_ns
             and row[3] == st.st_ino
+            and row[4] == st.st_ctime_ns
         ):
             records[f.rel] = FileRecord(*row)
         else:
@@ -165,9 +173,9 @@ def _rescan(
                     result.warnings.append(f"{display_path(rel)}: {outcome}")
                 continue
             prev = old.get(rel, _NO_ROW)[1]
-            if prev is not None and prev[4] == outcome.xxh3_128:
-                # Same bytes: keep what was learnt from them (status, compaction record).
-                outcome = FileRecord(*outcome[:5], *prev[5:])
+            if prev is not None and len(prev) > 7 and prev[5] == outcome.xxh3_128:
+                # Same bytes: keep their compaction record (the status is read afresh).
+                outcome = outcome._replace(compaction=prev[7])
             records[rel] = outcome
             keys[rel] = (key, when)
             result.files_hashed += 1
@@ -177,12 +185,14 @@ def _rescan(
         progress.close()
 
     by_name = {f.name: f for f in config.families}
-    entries = _group(found, records, keys, classifier, by_name, pinned)
+    previous_ids = previous.ids_by_key() if previous is not None else {}
+    entries = _group(found, records, keys, classifier, by_name, pinned, previous_ids)
     result.manifest = Manifest(
-        datetime.now(UTC).replace(microsecond=0),
+        now_utc(),
         entries,
         config.families_digest(),
-        tree_signature=signature,
+        # A scan that could not read everything records no signature: the next one retries.
+        tree_signature="" if result.warnings else signature,
     )
     result.runs = len(entries)
     result.families = len({e.family for e in entries})
@@ -190,8 +200,11 @@ def _rescan(
 
 
 def tree_signature(tree_digest: str, config: Config, pinned: Iterable[str]) -> str:
-    """What a scan's result depends on: the files' stats, the family config and the pins."""
-    text = f"{tree_digest}\0{config.families_digest()}\0{','.join(sorted(pinned))}"
+    """What a scan's result depends on: the files' stats, the family config, the pins, and
+    the rules themselves (an upgrade that changes them must regroup)."""
+    text = (
+        f"{RULES_VERSION}\0{tree_digest}\0{config.families_digest()}\0{chr(1).join(sorted(pinned))}"
+    )
     return str(xxhash.xxh3_128_hexdigest(text.encode()))
 
 
@@ -205,6 +218,7 @@ def walk(root: Path, classifier: fam.Classifier, limit: int, *, collect: bool = 
     """
     found: list[_Found] = []
     skipped: list[Skipped] = []
+    warnings: list[str] = []
     digest = xxhash.xxh3_128()
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
@@ -212,7 +226,9 @@ def walk(root: Path, classifier: fam.Classifier, limit: int, *, collect: bool = 
         try:
             it = os.scandir(path)
         except OSError as exc:
-            skipped.append(Skipped(rel_dir or ".", f"unreadable directory: {exc.strerror}"))
+            reason = f"unreadable directory ({exc.strerror}); its files are left out"
+            skipped.append(Skipped(rel_dir or ".", reason))
+            warnings.append(f"{display_path(rel_dir or '.')}: {reason}")
             continue
         matcher = classifier.for_directory(rel_dir)
         prefix = f"{rel_dir}/" if rel_dir else ""
@@ -237,8 +253,15 @@ def walk(root: Path, classifier: fam.Classifier, limit: int, *, collect: bool = 
                 except FileNotFoundError:
                     skipped.append(Skipped(prefix + name, VANISHED))
                     continue
+                except OSError as exc:
+                    reason = f"cannot stat ({exc.strerror}); left out of the manifest"
+                    skipped.append(Skipped(prefix + name, reason))
+                    warnings.append(f"{display_path(prefix + name)}: {reason}")
+                    continue
                 names.append(name)
-                numbers.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino & _INT63))
+                numbers.extend(
+                    (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino & _INT63, st.st_ctime_ns)
+                )
                 if collect:
                     entries.append((de, st))
         if names:
@@ -251,7 +274,7 @@ def walk(root: Path, classifier: fam.Classifier, limit: int, *, collect: bool = 
             if len(found) > limit:
                 raise ScanLimitError(str(root), limit)
         stack.extend(sorted(subdirs, reverse=True))
-    return Tree(found, skipped, digest.hexdigest())
+    return Tree(found, skipped, digest.hexdigest(), warnings)
 
 
 _INT63 = (1 << 63) - 1  # inodes are unsigned 64-bit; the digest array holds signed ones
@@ -308,7 +331,8 @@ def _hash_all(root: Path, files: list[_Found], config: Config, workers: int) -> 
         for i in range(0, len(members), BATCH)
     ]
     workers = min(workers, os.cpu_count() or 1)
-    if workers > 1 and len(files) >= PARALLEL_THRESHOLD:
+    # fork() is only safe from a single-threaded process (doit -P thread is not one).
+    if workers > 1 and len(files) >= PARALLEL_THRESHOLD and threading.active_count() == 1:
         import multiprocessing  # only when it pays
 
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -349,7 +373,8 @@ def _why(exc: OSError) -> str:
 
 def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str:
     """Hash one file (never through a symlink) and read its status from the same bytes."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    # O_NONBLOCK: a FIFO swapped in after the walk must not hang the scan (fstat refuses it).
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
@@ -363,9 +388,13 @@ def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    ):
         return "changed while it was read; scan again"
-    return FileRecord(rel, st.st_size, st.st_mtime_ns, st.st_ino, digest, status)
+    return FileRecord(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest, status)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -380,24 +409,41 @@ def _read_all(fd: int, size: int) -> bytes:
 
 
 def _hash_big(fd: int, name: str, buffer: int) -> tuple[str, str]:
+    """Hash a file too big to read at once, then read its status from where it lies."""
     h = xxhash.xxh3_128()
-    head = b""
-    tail = b""
+    size = 0
     while chunk := os.read(fd, buffer):
         h.update(chunk)
-        if len(head) < HEAD_TAIL_BYTES:
-            head += chunk[: HEAD_TAIL_BYTES - len(head)]
-        tail = (tail + chunk)[-HEAD_TAIL_BYTES:]
+        size += len(chunk)
     lower = name.lower()
+    found: str | None = None
     if lower.endswith(".jsonl"):
-        # Drop a partial first line: the tail starts mid-record.
-        sample = tail.partition(b"\n")[2]
+        found = _jsonl_status_from_end(fd, size, buffer)
     elif lower.endswith(".json"):
-        size = os.fstat(fd).st_size
-        sample = os.pread(fd, size, 0) if size <= JSON_PARSE_LIMIT else b""
-    else:
-        sample = head.rpartition(b"\n")[0]
-    return str(h.hexdigest()), fam.content_status(name, sample)
+        found = fam.json_status(os.pread(fd, size, 0)) if size <= JSON_PARSE_LIMIT else None
+    elif lower.endswith(".md"):
+        head = os.pread(fd, HEAD_BYTES, 0)
+        found = fam.markdown_status(
+            head.rpartition(b"\n")[0].decode("utf-8", "replace").splitlines()
+        )
+    return str(h.hexdigest()), found or fam.name_status(name) or fam.UNKNOWN
+
+
+def _jsonl_status_from_end(fd: int, size: int, buffer: int) -> str | None:
+    """`families.jsonl_status` for a big file: blocks read backwards, stopping at a verdict."""
+    end = size
+    carry = b""  # the start of a line whose beginning lies in an earlier block
+    while end > 0:
+        start = max(0, end - max(buffer, 1 << 20))
+        block = os.pread(fd, end - start, start) + carry
+        if start > 0:
+            cut = block.find(b"\n")
+            carry, block = (block, b"") if cut < 0 else (block[: cut + 1], block[cut + 1 :])
+        found = fam.jsonl_status(block)
+        if found is not None:
+            return found
+        end = start
+    return None
 
 
 def _group(
@@ -407,6 +453,7 @@ def _group(
     classifier: fam.Classifier,
     by_name: dict[str, Family],
     pinned: set[str],
+    previous_ids: dict[fam.RunKey, str],
 ) -> tuple[Entry, ...]:
     groups: dict[tuple[str, str, str], list[tuple[FileRecord, datetime | None]]] = {}
     for f in found:
@@ -418,7 +465,7 @@ def _group(
         key, when = known if known is not None else classifier.run_key(by_name[f.family], f.name)
         groups.setdefault((f.family, directory, key), []).append((record, when))
     hashes = {k: fam.entry_id_hash(*k) for k in groups}
-    ids = fam.assign_ids(hashes.values())
+    ids = fam.assign_ids(hashes, previous_ids)
     entries = []
     for (family, directory, key), members in groups.items():
         named = next((w for _, w in members if w is not None), None)
@@ -428,11 +475,19 @@ def _group(
             newest = max(r.mtime_ns for r, _ in members)
             when, source = datetime.fromtimestamp(newest // 1_000_000_000, UTC), "mtime"
         files = tuple(sorted((r for r, _ in members), key=lambda r: r.path))
-        entry_id = ids[hashes[(family, directory, key)]]
+        entry_id = ids[(family, directory, key)]
         status = fam.run_status(r.status for r in files)
         entries.append(
             Entry.of(
-                entry_id, family, directory, key, when, source, status, entry_id in pinned, files
+                entry_id,
+                family,
+                directory,
+                key,
+                when,
+                source,
+                status,
+                entry_id in pinned or run_marker(family, directory, key) in pinned,
+                files,
             )
         )
     return sort_entries(entries)
@@ -475,7 +530,8 @@ def refresh(
     walk classifies nothing (unless the skipped files are asked for).
     """
     check_root(root)
-    pinned = config.config_pins().keys() | set(load_pins(root))
+    _fs.remove_stale_temps(root)  # left by a writer that died mid-write
+    pinned = config.config_pins().keys() | pin_markers(load_pins(root))
     classifier = fam.Classifier(config.families)
     limit = config.indexing.max_files_per_scan
     header = None if force else read_header(root)
@@ -484,8 +540,10 @@ def refresh(
     tree = walk(root, classifier, limit, collect=collect)
     signature = tree_signature(tree.digest, config, pinned)
     if header is not None and header.tree_signature == signature:
+        if header.files > limit:
+            raise ScanLimitError(str(root), limit)
         unchanged = ScanResult(
-            load_manifest(root) if need_manifest else None,
+            load_manifest(root, classifier=classifier) if need_manifest else None,
             files_seen=header.files,
             files_reused=header.files,
             runs=header.entries,

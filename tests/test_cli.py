@@ -261,3 +261,64 @@ def test_ctrl_c_exits_130_and_leaves_the_manifest_whole(
     result = run_main("--root", root, "scan")
     assert (result.code, result.err) == (130, "interrupted\n")
     assert (root / ".manifest.json").read_bytes() == before
+
+
+def test_a_lock_symlink_is_never_followed(make_tree: MakeTree, tmp_path: Path) -> None:
+    root = make_tree(TREE)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, root / ".lock")
+    for command in (["scan"], ["list"]):
+        result = run_main("--root", root, *command)
+        assert result.code == 2
+        assert "artifacts/.lock is a symlink; the tool never writes through it" in result.err
+    assert victim.read_text() == "precious"
+
+
+def test_pins_survive_an_id_collision(tmp_path: Path) -> None:
+    """r43843 and r158661 share their first 8 hex digits: the pinned id must not change."""
+    root = tmp_path / "artifacts"
+    write(root, "bench/r43843.md", "Status: PASS\n")
+    run_main("--root", root, "scan")
+    (first,) = json.loads(run_main("--root", root, "list", "--json").out)["entries"]
+    assert run_main("--root", root, "pin", "--id", first["id"], "--on").code == 0
+    write(root, "bench/r158661.md", "Status: PASS\n")
+    entries = json.loads(run_main("--root", root, "list", "--json").out)["entries"]
+    by_key = {e["run_key"]: e for e in entries}
+    assert by_key["r43843"]["id"] == first["id"] and by_key["r43843"]["pinned"]
+    assert len(by_key["r158661"]["id"]) > 8 and not by_key["r158661"]["pinned"]
+    # Even a manifest rebuilt from nothing (no previous ids) keeps the pin on its run.
+    (root / ".manifest.json").unlink()
+    rebuilt = json.loads(run_main("--root", root, "list", "--json").out)["entries"]
+    assert [e["run_key"] for e in rebuilt if e["pinned"]] == ["r43843"]
+    rebuilt_id = next(e["id"] for e in rebuilt if e["run_key"] == "r43843")
+    off = run_main("--root", root, "pin", "--id", rebuilt_id, "--off")
+    assert off.code == 0
+    assert not any(
+        e["pinned"] for e in json.loads(run_main("--root", root, "list", "--json").out)["entries"]
+    )
+
+
+def test_list_family_typo_touches_nothing(make_tree: MakeTree) -> None:
+    root = make_tree(TREE)
+    assert run_main("--root", root, "list", "--family", "bnch").code == 2
+    assert not (root / ".manifest.json").exists()
+
+
+def test_a_root_this_user_cannot_write_is_still_listed(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(TREE)
+    assert run_main("--root", root, "scan").code == 0
+    real_open = os.open
+
+    def read_only(path: object, flags: int, *args: int, **kw: int) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", read_only)
+    listed = run_main("--root", root, "list")
+    assert listed.code == 0
+    assert "smoke90" in listed.out
+    assert listed.err.startswith("note: cannot update the manifest (Permission denied:")

@@ -66,7 +66,8 @@ def test_families_merge_add_and_disable(tmp_path: Path) -> None:
         "  bench: {patterns: ['perf/*.md']}\n"
     )
     config = load_config(path)
-    assert config.family_names() == ("proofs", "bench", "smoke90", "greenwall", "logs")
+    # Named families first, in the config's order; the built-ins it leaves out after them.
+    assert config.family_names() == ("logs", "bench", "proofs", "smoke90", "greenwall")
     assert config.families[1].patterns == ("perf/*.md",)
     assert config.retention["logs"].keep == -1  # a new family deletes nothing by default
 

@@ -211,20 +211,38 @@ def test_ids_are_stable_and_8_hex() -> None:
     assert h == fam.entry_id_hash("bench", "nightly/bench", "20250906T143022Z")
     assert re.fullmatch(r"[0-9a-f]{32}", h)
     assert h != fam.entry_id_hash("bench", "bench", "20250906T143022Z")
-    assert fam.assign_ids([h]) == {h: h[:8]}
+    key = ("bench", "nightly/bench", "20250906T143022Z")
+    assert fam.assign_ids({key: h}, {}) == {key: h[:8]}
+
+
+HEX = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 
 
 @given(
-    st.lists(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32), max_size=30),
+    st.lists(HEX, max_size=30, unique=True),
     st.text(alphabet="0123456789abcdef", min_size=6, max_size=10),
 )
 def test_ids_lengthen_only_on_collision(hashes: list[str], shared: str) -> None:
     # Force some collisions in the first 8 digits.
-    hashes = hashes + [(shared + h)[:32] for h in hashes[:5]]
-    ids = fam.assign_ids(hashes)
-    assert len(set(ids.values())) == len(set(hashes))
-    for full, short in ids.items():
+    hashes = list(dict.fromkeys(hashes + [(shared + h)[:32] for h in hashes[:5]]))
+    keys = {("f", "d", str(i)): h for i, h in enumerate(hashes)}
+    ids = fam.assign_ids(keys, {})
+    assert len(set(ids.values())) == len(hashes)
+    for k, short in ids.items():
+        full = keys[k]
         assert full.startswith(short)
         assert len(short) >= 8
         if len(short) > 8:
             assert any(o != full and o.startswith(short[:-1]) for o in hashes)
+
+
+def test_ids_are_sticky_when_a_newcomer_collides() -> None:
+    """A pinned id must not change because a new run's hash shares its first 8 digits."""
+    old, new = ("bench", "bench", "r43843"), ("bench", "bench", "r158661")
+    h_old, h_new = fam.entry_id_hash(*old), fam.entry_id_hash(*new)
+    assert h_old[:8] == h_new[:8]  # a real collision of 8-digit prefixes
+    first = fam.assign_ids({old: h_old}, {})
+    assert first == {old: h_old[:8]}
+    both = fam.assign_ids({old: h_old, new: h_new}, first)
+    assert both[old] == h_old[:8]  # kept
+    assert both[new] != both[old] and h_new.startswith(both[new]) and len(both[new]) > 8

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from artifacts_tasks.errors import ManifestError
+from artifacts_tasks.families import entry_id_hash
 from artifacts_tasks.manifest import (
     BACKUP_NAME,
     MANIFEST_NAME,
@@ -28,16 +29,16 @@ from .conftest import run_main, write
 T = datetime(2025, 9, 6, 14, 30, 22, tzinfo=UTC)
 
 
-def entry(eid: str = "0123abcd", path: str = "bench/a_20250906_143022.md") -> Entry:
-    record = FileRecord(path, 12, 1_700_000_000_123_456_789, 42, "0" * 32, "pass")
+def entry(path: str = "bench/a_20250906_143022.md", key: str = "20250906T143022Z") -> Entry:
+    """An entry as a scan would make it: its id is a prefix of its run's hash."""
+    record = FileRecord(path, 12, 1_700_000_000_123_456_789, 42, 1_700_000_000_5, "0" * 32, "pass")
     directory = path.rpartition("/")[0]
-    return Entry.of(
-        eid, "bench", directory, "20250906T143022Z", T, "run_key", "pass", False, (record,)
-    )
+    eid = entry_id_hash("bench", directory, key)[:8]
+    return Entry.of(eid, "bench", directory, key, T, "run_key", "pass", False, (record,))
 
 
 DIGEST = "f" * 32
-COLUMNS = ["path", "size", "mtime_ns", "inode", "xxh3_128", "status"]
+COLUMNS = ["path", "size", "mtime_ns", "inode", "ctime_ns", "xxh3_128", "status"]
 
 
 def doc(**changes: Any) -> dict[str, Any]:
@@ -50,6 +51,8 @@ def doc(**changes: Any) -> dict[str, Any]:
             e[key[6:]] = value
         else:
             data[key] = value
+    if "entry_id" not in changes:  # keep the id true to the (possibly changed) run
+        e["id"] = entry_id_hash(e["family"], e["directory"], e["run_key"])[:8]
     return data
 
 
@@ -61,7 +64,7 @@ def test_round_trip_keeps_odd_names_exactly() -> None:
         "bench/ünï©ødé ✅.md",
         'bench/quote"back\\slash.md',
     ]
-    m = Manifest(T, tuple(entry(f"{i:08x}", p) for i, p in enumerate(odd)), DIGEST)
+    m = Manifest(T, tuple(entry(p, f"run{i}") for i, p in enumerate(odd)), DIGEST)
     raw = encode_manifest(m)
     raw.decode("ascii")  # plain ASCII on disk, whatever the names
     back = parse_manifest(raw, "m")
@@ -104,6 +107,12 @@ def test_garbage_is_refused(raw: bytes, words: str) -> None:
         ({"entry_id": "../x"}, "schema"),
         ({"entry_status": "maybe"}, "schema"),
         ({"entry_timestamp": "yesterday"}, "schema"),
+        ({"file_path": "bench/.manifest.backup.json"}, "schema"),  # dot-files: never
+        ({"file_path": ".trash/x.md", "entry_directory": ".trash"}, "schema"),
+        ({"entry_id": "deadbeef"}, "does not match its run"),
+        ({"file_path": "bench/\ud800.md"}, "no file name this system has"),
+        ({"file_path": "bench/\udc2e\udc2e"}, "no file name this system has"),
+        ({"file_path": os.fsdecode(b"bench/caf\xe9.md")}, None),  # surrogateescape: fine
     ],
 )
 def test_hostile_manifest_is_refused(changes: dict[str, Any], words: str | None) -> None:
@@ -122,7 +131,8 @@ def test_duplicate_ids_and_paths_are_refused() -> None:
         parse_manifest(json.dumps(data).encode(), "m")
     data = doc()
     twin = json.loads(json.dumps(data["entries"][0]))
-    twin["id"] = "99999999"
+    twin["run_key"] = "other"
+    twin["id"] = entry_id_hash("bench", "bench", "other")[:8]
     data["entries"].append(twin)
     with pytest.raises(ManifestError, match="a path appears twice"):
         parse_manifest(json.dumps(data).encode(), "m")
@@ -130,7 +140,7 @@ def test_duplicate_ids_and_paths_are_refused() -> None:
 
 def test_save_backs_up_the_previous_manifest(tmp_path: Path) -> None:
     first = Manifest(T, (entry(),), DIGEST)
-    second = Manifest(T, (entry("99999999", "bench/b_20250906_143022.md"),), DIGEST)
+    second = Manifest(T, (entry("bench/b_20250907_143022.md", "20250907T143022Z"),), DIGEST)
     save_manifest(tmp_path, first)
     assert not (tmp_path / BACKUP_NAME).exists()
     save_manifest(tmp_path, second)
@@ -160,3 +170,16 @@ def test_a_refused_manifest_never_replaces_a_good_backup(tmp_path: Path) -> None
     assert (root / BACKUP_NAME).read_bytes() == good_backup
     assert (root / ".manifest.rejected.json").read_bytes().endswith(b"trunc")
     assert len(load_manifest(root).entries) == 2  # type: ignore[union-attr]
+
+
+def test_with_its_config_a_manifest_may_only_hold_its_runs_files() -> None:
+    """A forged entry (right id, valid paths) naming files no family would take."""
+    from artifacts_tasks.config import default_config
+    from artifacts_tasks.families import Classifier
+
+    classifier = Classifier(default_config().families)
+    assert parse_manifest(json.dumps(doc()).encode(), "m", classifier=classifier)
+    for path, key in [("bench/NOTES.txt", "NOTES"), ("bench/a_20250906_143022.md", "other")]:
+        forged = doc(file_path=path, entry_run_key=key)
+        with pytest.raises(ManifestError, match="not one of its run's"):
+            parse_manifest(json.dumps(forged).encode(), "m", classifier=classifier)

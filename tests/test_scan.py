@@ -244,7 +244,7 @@ def test_big_files_get_status_from_head_or_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(scan_mod, "WHOLE_READ_LIMIT", 1000)
-    monkeypatch.setattr(scan_mod, "HEAD_TAIL_BYTES", 300)
+    monkeypatch.setattr(scan_mod, "HEAD_BYTES", 300)
     body = "".join(f'{{"i": {i}, "status": "pass"}}\n' for i in range(200))
     write(tmp_path, "bench/big_20250101_000000.jsonl", body + '{"status": "fail"}\n{"x": 1}\n')
     write(tmp_path, "bench/big_20250102_000000.md", "# T\nStatus: PASS\n" + "x\n" * 2000)
@@ -402,3 +402,159 @@ def test_every_artifact_is_in_exactly_one_consistent_run(
     again = scan(root, force=True).manifest
     assert again is not None
     assert [e.id for e in again.entries] == [e.id for e in m.entries]
+
+
+# ---- hostile or odd trees (regressions from review) ----------------------------------------
+
+
+def test_years_below_1000_round_trip(make_tree: MakeTree) -> None:
+    root = make_tree({"bench/run_00010101_000000.jsonl": '{"status": "pass"}\n'})
+    scan(root)
+    listed = run_main("--root", root, "list", "--json")
+    assert listed.code == 0, listed.err
+    assert json.loads(listed.out)["entries"][0]["timestamp"] == "0001-01-01T00:00:00Z"
+    assert "0001-01-01 00:00:00" in run_main("--root", root, "list").out
+
+
+def test_deeply_nested_json_is_no_crash(make_tree: MakeTree) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    root = make_tree(
+        {
+            "bench/p99_20250101_000000.json": deep,
+            "bench/r_20250102_000000.jsonl": '{"status": "pass"}\n{"status": ' + deep + "}\n",
+        }
+    )
+    m = scan(root).manifest
+    assert m is not None
+    assert {e.run_key: e.status for e in m.entries} == {
+        "20250101T000000Z": "unknown",
+        "20250102T000000Z": "pass",
+    }
+
+
+def test_unreadable_files_are_warned_about_on_every_scan(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(RUN)
+    real_open = os.open
+
+    def deny(path: str, flags: int, *args: int, **kw: int) -> int:
+        if str(path).endswith("p99_20250906_143022.json"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(scan_mod.os, "open", deny)
+    for _ in range(2):  # not settled into "unchanged": the next scan tries again
+        result = run_main("--root", root, "scan")
+        assert result.code == 0
+        assert "p99_20250906_143022.json: cannot read (Permission denied)" in result.err
+    monkeypatch.setattr(scan_mod.os, "open", real_open)
+    healed = run_main("--root", root, "scan")
+    assert healed.err == ""
+    m = load_manifest(root)
+    assert m is not None and len(list(m.files())) == 7
+
+
+def test_unreadable_directory_is_a_warning_not_a_crash(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(RUN)
+    real_scandir = os.scandir
+
+    def deny(path: str) -> object:
+        if str(path).endswith("nightly/bench"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(scan_mod.os, "scandir", deny)
+    result = run_main("--root", root, "scan")
+    assert result.code == 0
+    assert result.err == (
+        "warning: nightly/bench: unreadable directory (Permission denied); its files are left out\n"
+    )
+
+
+def test_force_reads_statuses_afresh(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    scan(root)
+    path = root / ".manifest.json"
+    path.write_bytes(path.read_bytes().replace(b'"status":"fail"', b'"status":"pass"'))
+    result = scan(root, force=True)
+    assert result.manifest is not None
+    assert "fail" in {e.status for e in result.manifest.entries}
+
+
+def test_an_edit_hidden_behind_an_old_mtime_is_seen(make_tree: MakeTree) -> None:
+    """`cp -p`, `rsync -t` and `touch -r` put old mtimes on new bytes; ctime tells."""
+    root = make_tree(RUN)
+    scan(root)
+    path = root / "bench" / "topgainers_20250905_101010.md"
+    st = path.stat()
+    path.write_text("# Bench\nStatus: FAIL\n")  # same length as before
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    m = scan(root).manifest
+    assert m is not None
+    by_key = {e.run_key: e.status for e in m.entries if e.directory == "bench"}
+    assert by_key["20250905T101010Z"] == "fail"
+
+
+def test_a_fifo_swapped_in_after_the_walk_does_not_hang(
+    make_tree: MakeTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(RUN)
+    real_walk = scan_mod.walk
+
+    def walk_then_swap(*args: object, collect: bool = True) -> scan_mod.Tree:
+        listed = real_walk(*args, collect=collect)  # type: ignore[arg-type]
+        if collect:
+            victim = root / "bench" / "topgainers_20250905_101010.md"
+            if not victim.is_fifo():
+                victim.unlink()
+                os.mkfifo(victim)
+        return listed
+
+    monkeypatch.setattr(scan_mod, "walk", walk_then_swap)
+    result = scan(root)
+    assert "bench/topgainers_20250905_101010.md: not a regular file" in result.warnings
+
+
+def test_big_jsonl_status_is_the_last_verdict_anywhere_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scan_mod, "WHOLE_READ_LIMIT", 1000)
+    body = '{"status": "fail"}\n' + "".join(f'{{"i": {i}}}\n' for i in range(300_000))
+    write(tmp_path, "bench/big_20250101_000000.jsonl", body)
+    m = scan(tmp_path).manifest
+    assert m is not None and m.entries[0].status == "fail"
+
+
+def test_a_family_pattern_with_a_middle_double_star(tmp_path: Path) -> None:
+    config = build_config({"families": {"results": {"patterns": ["results/**/*.md"]}}}, "c")
+    for rel in ["results/a_20250101_000000.md", "results/x/y/b_20250101_000000.md"]:
+        write(tmp_path, rel, "Status: PASS")
+    m = scan_mod.refresh(tmp_path, config).manifest
+    assert sorted(f.path for _, f in m.files()) == [
+        "results/a_20250101_000000.md",
+        "results/x/y/b_20250101_000000.md",
+    ]
+
+
+def test_lowering_max_files_stops_even_an_unchanged_tree(make_tree: MakeTree) -> None:
+    from artifacts_tasks.errors import ScanLimitError
+
+    root = make_tree(RUN)
+    scan(root)
+    with pytest.raises(ScanLimitError):
+        scan_mod.refresh(root, build_config({"indexing": {"max_files_per_scan": 3}}, "c"))
+
+
+def test_temp_files_of_a_dead_writer_are_cleaned_up(make_tree: MakeTree) -> None:
+    root = make_tree(RUN)
+    dead = root / ".manifest.json.tmp-999999999"
+    dead.write_text("half a manifest")
+    alive = root / f".manifest.json.tmp-{os.getpid()}"
+    alive.write_text("being written")
+    scan(root)
+    assert not dead.exists()
+    assert alive.exists()
