@@ -72,8 +72,11 @@ class TreeSignature:
 
     def _saved_value(self) -> dict[str, Any]:
         """After a successful run: the tree as checked before it, the manifest as written now."""
-        if self.current is None:
-            return {}
+        from .manifest import read_header
+
+        header = read_header(self.root)
+        if self.current is None or header is None or not header.tree_signature:
+            return {}  # the scan could not read everything: try again next time
         sig = dict(self.current)
         sig["manifest"] = _stat_key(self.root / ".manifest.json")
         return {_SIG_KEY: sig}

@@ -490,3 +490,25 @@ def test_bad_config_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None
     set_mtime(config, T0 + timedelta(minutes=5))
     assert_config_error(doit(proj, "scan"))
     assert manifest_stamp(root) == before
+
+
+def test_a_scan_that_could_not_read_everything_is_not_up_to_date(tmp_path: Path) -> None:
+    """An unreadable file is warned about on every run, never settled into `-- scan`."""
+    proj = make_project(tmp_path / "proj")
+    root = proj / "artifacts"
+    blocked = root / "bench" / "blocked_20250906_150000"
+    blocked.mkdir(parents=True)
+    (proj / "sitecustomize.py").write_text(
+        "import os\n"
+        "_scandir = os.scandir\n"
+        "def scandir(path='.'):\n"
+        "    if str(path).endswith('blocked_20250906_150000'):\n"
+        "        raise PermissionError(13, 'Permission denied', str(path))\n"
+        "    return _scandir(path)\n"
+        "os.scandir = scandir\n"
+    )
+    env = {"PYTHONPATH": str(proj)}
+    for _ in range(2):
+        result = doit(proj, "scan", env=env)
+        assert_ran(result)
+        assert "unreadable directory (Permission denied)" in result.err
