@@ -1,0 +1,80 @@
+"""gc planning (pure): the mission's summary block, the JSON shape, safety on real runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from artifacts_tasks import gc
+from artifacts_tasks.cli import human_size
+from artifacts_tasks.config import build_config
+from artifacts_tasks.manifest import Manifest
+from artifacts_tasks.sample import generate
+from artifacts_tasks.scan import refresh
+
+NOW = datetime(2025, 9, 7, tzinfo=UTC)
+
+
+def sample_manifest(tmp_path: Path) -> tuple[Manifest, object]:
+    root = tmp_path / "artifacts"
+    generate(root, runs_per_family=15, seed=7)
+    config = build_config({}, "defaults")
+    return refresh(root, config).manifest, config
+
+
+def test_summary_block_has_the_missions_shape(tmp_path: Path) -> None:
+    manifest, config = sample_manifest(tmp_path)
+    p = gc.plan(manifest, config, now=NOW)  # type: ignore[arg-type]
+    lines = gc.summary_lines(p, human_size)
+    total = len(manifest.entries)
+    deleted = p.delete
+    assert lines[0] == "GC Plan Summary (DryRun: true)"
+    assert lines[1] == f"Total Entries: {total}"
+    assert lines[2] == (
+        f"To Delete: {len(deleted)} entries ({human_size(sum(v.item.size for v in deleted))}, "
+        f"{sum(v.item.file_count for v in deleted)} files)"
+    )
+    assert lines[3] == f"To Keep: {total - len(deleted)} entries"
+    assert lines[4].startswith("Safety: ") and lines[4].endswith(" last-run kept")
+    assert lines[5:7] == ["", "By Family:"]
+    assert [line.split(":")[0].strip() for line in lines[7:]] == [
+        "proofs",
+        "bench",
+        "smoke90",
+        "explain",
+        "greenwall",
+    ]
+    # Defaults keep 10/10/8/12/12 runs and the sample has more than that in each family.
+    assert lines[7].startswith("  proofs: keep ")
+    assert 0 < len(deleted) < total
+
+
+def test_plan_keeps_protected_runs_and_json_matches_the_contract(tmp_path: Path) -> None:
+    manifest, _ = sample_manifest(tmp_path)
+    oldest_bench = min(
+        (e for e in manifest.entries if e.family == "bench"), key=lambda e: e.sort_key()
+    )
+    config = build_config({"retention": {"bench": {"keep": 1, "pin": [oldest_bench.id]}}}, "c")
+    p = gc.plan(manifest, config, now=NOW, family="bench")
+    data = gc.plan_json(p)
+    json.dumps(data)  # serialisable as it is
+    assert set(data) == {
+        "dry_run",
+        "total_entries",
+        "delete",
+        "keep",
+        "skipped",
+        "by_family",
+        "safety",
+    }
+    kept = {k["id"]: k["reasons"] for k in data["keep"]}
+    assert "pinned" in kept[oldest_bench.id]
+    last_run, last_pass = manifest.markers()
+    bench_ids = {e.id for e in manifest.entries if e.family == "bench"}
+    assert (last_run | last_pass) & bench_ids <= set(kept)
+    assert data["by_family"]["bench"]["total"] == len(bench_ids)
+    assert data["by_family"]["bench"]["keep"] == len(kept)
+    assert {d["id"] for d in data["delete"]} == bench_ids - set(kept)
+    assert all(d["reasons"][0].startswith("beyond keep_last 1") for d in data["delete"])
+    assert data["safety"]["pinned"] == 1
