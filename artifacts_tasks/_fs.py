@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockHeldError, UnsafeFileError
+from .errors import LockHeldError, NotWritableError, UnsafeFileError
 
 LOCK_NAME = ".lock"
 
@@ -78,6 +78,10 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeFileError(str(lock_path), "is a symlink") from None
+        if exc.errno == errno.EISDIR:
+            raise UnsafeFileError(str(lock_path), "is not a regular file") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise NotWritableError(str(root), exc.strerror or "not writable") from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import errno
 import json
 import os
 import sys
@@ -22,7 +21,6 @@ from .manifest import Entry, Manifest, iso, load_manifest, now_utc, shown_time
 from .progress import make_progress
 from .scan import Refreshed, check_root, refresh
 
-_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
 
@@ -72,19 +70,13 @@ class Context:
         """A fresh manifest; when another writer holds the lock, the last one saved."""
         try:
             return self.refresh(command).manifest
-        except (errors.LockHeldError, OSError) as exc:
+        except (errors.LockHeldError, errors.NotWritableError) as exc:
             # Another writer, or a root this user may read but not write (read-only
             # mount, someone else's tree): show what was saved rather than nothing.
-            if not isinstance(exc, errors.LockHeldError) and exc.errno not in _READ_ONLY:
-                raise
             saved = load_manifest(self.root)
             if saved is None:
                 raise
-            why = (
-                str(exc)
-                if isinstance(exc, errors.LockHeldError)
-                else (f"cannot update the manifest ({exc.strerror}: {exc.filename})")
-            )
+            why = str(exc)
             print(
                 f"note: {why}; showing the manifest saved at {shown_time(saved.generated_at)}Z",
                 file=self.err,
@@ -156,7 +148,8 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     last_run, last_pass = manifest.markers()
     entries = [e for e in manifest.entries if args.family is None or e.family == args.family]
     if args.json:
-        json.dump(list_json(entries, last_run, last_pass), ctx.out, indent=2)
+        order = ctx.config.family_names()
+        json.dump(list_json(entries, last_run, last_pass, order), ctx.out, indent=2)
         ctx.out.write("\n")
         return errors.EXIT_OK
     print_table(
@@ -170,7 +163,13 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     return errors.EXIT_OK
 
 
-def list_json(entries: Sequence[Entry], last_run: set[str], last_pass: set[str]) -> dict[str, Any]:
+def list_json(
+    entries: Sequence[Entry],
+    last_run: set[str],
+    last_pass: set[str],
+    family_order: Sequence[str] = (),
+) -> dict[str, Any]:
+    rank = {name: i for i, name in enumerate(family_order)}  # config order, as the table
     by_family: dict[str, dict[str, int]] = {}
     for e in entries:
         t = by_family.setdefault(e.family, {"entries": 0, "files": 0, "size": 0})
@@ -199,7 +198,7 @@ def list_json(entries: Sequence[Entry], last_run: set[str], last_pass: set[str])
             "entries": len(entries),
             "files": sum(e.file_count for e in entries),
             "size": sum(e.size for e in entries),
-            "by_family": by_family,
+            "by_family": dict(sorted(by_family.items(), key=lambda kv: rank.get(kv[0], len(rank)))),
         },
     }
 
@@ -406,7 +405,8 @@ def main(
         if args.debug:
             traceback.print_exc(file=err)
         print(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            f"internal error: {type(exc).__name__}: {exc}"
+            + ("" if args.debug else " (rerun with --debug for details)"),
             file=err,
         )
         return errors.EXIT_INTERNAL

@@ -314,9 +314,20 @@ def _build_families(given: Mapping[str, Any], shown: str) -> list[Family]:
         run_pattern = spec.get("run_pattern", old.run_pattern if old else None)
         if run_pattern is not None:
             _check_run_pattern(run_pattern, f"families.{name}.run_pattern", shown)
+        for i, pattern in enumerate(patterns or ()):
+            _check_glob(pattern, f"families.{name}.patterns.{i}", shown)
         merged[name] = Family(name, patterns or (old.patterns if old else ()), run_pattern)
     rest = [f for n, f in builtin.items() if n not in merged and n not in disabled]
     return [*merged.values(), *rest]
+
+
+def _check_glob(pattern: str, key: str, shown: str) -> None:
+    from .families import glob_to_regex
+
+    try:
+        re.compile(glob_to_regex(pattern))
+    except re.error as exc:
+        raise ConfigError(shown, key, f"{pattern!r} is not a valid pattern: {exc}") from None
 
 
 def _check_run_pattern(pattern: str, key: str, shown: str) -> None:

@@ -107,3 +107,14 @@ class UnsafeFileError(ArtifactsError):
     def __init__(self, path: str, problem: str) -> None:
         self.path = path
         super().__init__(f"{path} {problem}; the tool never writes through it. Remove it and retry")
+
+
+class NotWritableError(ArtifactsError):
+    """The root cannot be written by this user, so no writing command can run there."""
+
+    def __init__(self, root: str, why: str) -> None:
+        self.root = root
+        super().__init__(
+            f"cannot write in {root} ({why}); run as a user who may write there, "
+            "or use `list` to read the last saved manifest"
+        )

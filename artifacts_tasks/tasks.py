@@ -122,6 +122,10 @@ def _cli_action(argv: Sequence[str]) -> Callable[..., Any]:
 
         args = list(argv)
         if "id" in params:
+            if not params.get("id") and not params.get("on") and not params.get("off"):
+                # A bare `doit` in a project without default_tasks runs every task.
+                print("pin: nothing to pin (use: doit pin --id ID --on, or --off)")
+                return True
             if not params.get("id") or params.get("on") == params.get("off"):
                 return TaskFailed("pin needs --id ID and exactly one of --on / --off")
             args += ["--id", params["id"], "--on" if params["on"] else "--off"]

@@ -321,4 +321,25 @@ def test_a_root_this_user_cannot_write_is_still_listed(
     listed = run_main("--root", root, "list")
     assert listed.code == 0
     assert "smoke90" in listed.out
-    assert listed.err.startswith("note: cannot update the manifest (Permission denied:")
+    assert listed.err.startswith(f"note: cannot write in {root} (Permission denied);")
+    for command in (["scan"], ["pin", "--id", "00000000", "--on"]):
+        refused = run_main("--root", root, *command)
+        assert refused.code == 1
+        assert refused.err == (
+            f"error: cannot write in {root} (Permission denied); run as a user who may "
+            "write there, or use `list` to read the last saved manifest\n"
+        )
+
+
+def test_a_lock_that_is_a_directory_is_refused_clearly(make_tree: MakeTree) -> None:
+    root = make_tree(TREE)
+    (root / ".lock").mkdir()
+    result = run_main("--root", root, "scan")
+    assert result.code == 2
+    assert "artifacts/.lock is not a regular file" in result.err
+
+
+def test_list_json_totals_follow_config_order(make_tree: MakeTree) -> None:
+    root = make_tree(TREE)
+    data = json.loads(run_main("--root", root, "list", "--json").out)
+    assert list(data["totals"]["by_family"]) == ["proofs", "bench", "smoke90"]

@@ -99,6 +99,11 @@ BAD = [
         "(?P<run>",
     ),
     ("families:\n  x: {patterns: ['/abs/*']}\n", "families.x.patterns.0", "expected form"),
+    (
+        "families:\n  x: {patterns: ['a/[z-a].md']}\n",
+        "families.x.patterns.0",
+        "not a valid pattern",
+    ),
     ("!!python/object/apply:os.system ['touch PWNED']\n", "", "could not determine a constructor"),
 ]
 

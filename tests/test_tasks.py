@@ -512,3 +512,12 @@ def test_a_scan_that_could_not_read_everything_is_not_up_to_date(tmp_path: Path)
         result = doit(proj, "scan", env=env)
         assert_ran(result)
         assert "unreadable directory (Permission denied)" in result.err
+
+
+def test_a_bare_doit_with_only_the_star_import_succeeds(tmp_path: Path) -> None:
+    """Without default_tasks doit runs every task: `pin` with no id must do nothing, not fail."""
+    proj = make_project(tmp_path / "proj")
+    (proj / "dodo.py").write_text("from artifacts_tasks.tasks import *  # noqa: F403\n")
+    result = doit(proj)
+    assert result.code == 0, result
+    assert ".  scan" in result.out and "pin: nothing to pin" in result.out
