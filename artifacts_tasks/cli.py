@@ -76,7 +76,11 @@ class Context:
             saved = load_manifest(self.root)
             if saved is None:
                 raise
-            why = str(exc)
+            why = (
+                f"cannot write in {exc.root} ({exc.why})"
+                if isinstance(exc, errors.NotWritableError)
+                else str(exc)
+            )
             print(
                 f"note: {why}; showing the manifest saved at {shown_time(saved.generated_at)}Z",
                 file=self.err,

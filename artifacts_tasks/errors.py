@@ -114,6 +114,7 @@ class NotWritableError(ArtifactsError):
 
     def __init__(self, root: str, why: str) -> None:
         self.root = root
+        self.why = why
         super().__init__(
             f"cannot write in {root} ({why}); run as a user who may write there, "
             "or use `list` to read the last saved manifest"
