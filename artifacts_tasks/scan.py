@@ -96,33 +96,6 @@ class Tree:
 _NO_ROW: tuple[str, Row | None] = ("", None)
 
 
-def scan(
-    root: Path,
-    config: Config,
-    *,
-    previous: Manifest | None,
-    pins: set[str],
-    force: bool = False,
-    progress: Progress | None = None,
-) -> ScanResult:
-    """Scan `root` into a manifest; unchanged files reuse `previous` checksums unless `force`."""
-    classifier = fam.Classifier(config.families)
-    tree = walk(root, classifier, config.indexing.max_files_per_scan)
-    pinned = config.config_pins().keys() | pins
-    signature = tree_signature(tree.digest, config, pinned)
-    return _rescan(
-        root,
-        config,
-        classifier,
-        tree,
-        signature,
-        previous=previous,
-        pinned=pinned,
-        force=force,
-        progress=progress,
-    )
-
-
 def _rescan(
     root: Path,
     config: Config,
