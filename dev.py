@@ -78,6 +78,8 @@ def demo() -> None:
     run(cryptorun, "artifacts", "pin", "--id", oldest, "--on")
     say("cryptorun artifacts list --family bench")
     run(cryptorun, "artifacts", "list", "--family", "bench")
+    say("cryptorun artifacts gc --family bench   # the retention plan: nothing is deleted")
+    run(cryptorun, "artifacts", "gc", "--family", "bench")
     say("doit scan        # runs: doit has no record of this tree yet")
     run(BIN / "doit", "scan")
     say("doit scan        # up to date: nothing changed, doit prints `-- scan`")

@@ -1,16 +1,17 @@
 """This repository's doit tasks: the library's tasks on ./artifacts with ./config/artifacts.yaml.
 
-doit            # scan (the default task)
+doit            # scan, then gc: the retention plan (a dry run)
 doit scan       # up to date (`-- scan`) while nothing under the families changed
+doit gc         # up to date while the runs the manifest describes and the config are
 doit pin --id ID --on
 """
 
-from artifacts_tasks.tasks import *  # noqa: F403  (task_scan, task_pin)
+from artifacts_tasks.tasks import *  # noqa: F403  (task_scan, task_gc, task_pin)
 
 # A json dep file: portable across machines and CI caches (dbm is not).
 DOIT_CONFIG = {
     "dep_file": ".doit.json",
     "backend": "json",
-    "default_tasks": ["scan"],
+    "default_tasks": ["scan", "gc"],
     "verbosity": 2,
 }

@@ -259,6 +259,36 @@ def print_table(
         )
 
 
+def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
+    """Show the retention plan: the mission's summary, then each run to delete and why."""
+    from . import gc
+
+    if args.family is not None and args.family not in ctx.config.family_names():
+        raise UsageError(
+            f"unknown family {args.family!r} (families: {', '.join(ctx.config.family_names())})"
+        )
+    manifest = ctx.current_manifest("gc")
+    plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family)
+    if args.json:
+        json.dump(gc.plan_json(plan), ctx.out, indent=2)
+        ctx.out.write("\n")
+        return errors.EXIT_OK
+    out = ctx.out
+    for line in gc.summary_lines(plan, human_size):
+        print(line, file=out)
+    shown = [("To delete", plan.delete)] + ([("To keep", plan.keep)] if args.verbose else [])
+    for title, verdicts in shown:
+        print(f"\n{title}:" if verdicts else f"\n{title}: nothing", file=out)
+        for v in verdicts:
+            e = v.item
+            print(
+                f"  {e.id:<12} {e.family:<10} {shown_time(e.timestamp)} "
+                f"{human_size(e.size):<8} {'; '.join(v.reasons)}",
+                file=out,
+            )
+    return errors.EXIT_OK
+
+
 def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
     from .pins import set_pin
 
@@ -366,6 +396,16 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     state = p.add_mutually_exclusive_group(required=True)
     state.add_argument("--on", dest="on", action="store_true", help="pin it")
     state.add_argument("--off", dest="on", action="store_false", help="unpin it")
+
+    p = command("gc", cmd_gc, "plan retention: what would be deleted and why (a dry run)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the default, and so far the only mode: nothing is deleted",
+    )
+    p.add_argument("--family", metavar="F", help="only this family")
+    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    p.add_argument("--verbose", action="store_true", help="also list each kept run and why")
     return parser
 
 

@@ -65,7 +65,7 @@ def plan(
         {
             name: decide(runs[name], config.retention[name], now=now)
             for name in chosen
-            if name in config.retention
+            if name in config.retention and runs.get(name)  # as the mission: families with runs
         },
     )
 

@@ -362,6 +362,7 @@ class Header(NamedTuple):
     entries: int
     files: int
     families: int
+    content_digest: str
 
 
 def read_header(root: Path) -> Header | None:
@@ -384,7 +385,11 @@ def read_header(root: Path) -> Header | None:
         ):
             c = head["counts"]
             return Header(
-                str(head["tree_signature"]), int(c["entries"]), int(c["files"]), int(c["families"])
+                str(head["tree_signature"]),
+                int(c["entries"]),
+                int(c["files"]),
+                int(c["families"]),
+                str(head["content_digest"]),
             )
     except (ValueError, TypeError, KeyError, RecursionError):
         pass
@@ -400,6 +405,20 @@ def _unicode_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {_unicode_safe(k): _unicode_safe(v) for k, v in value.items()}
     return value
+
+
+def content_digest(entries: Sequence[Entry]) -> str:
+    """xxh3-128 of what the manifest says about the runs: ids, families, keys, times,
+    statuses, pins, and each file's path, size, checksum and compaction; not where the
+    bytes sit (mtime, inode, ctime). A tree restored from a CI cache has new stats but the
+    same content, so what depends on this (doit gc, report) stays up to date."""
+    h = xxhash.xxh3_128()
+    for e in entries:
+        files = [(f.path, f.size, f.xxh3_128, f.status, f.compaction) for f in e.files]
+        row = (e.id, e.family, e.directory, e.run_key, iso(e.timestamp), e.status, e.pinned, files)
+        h.update(json.dumps(row, separators=(",", ":")).encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    return str(h.hexdigest())
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -419,6 +438,7 @@ def encode_manifest(manifest: Manifest) -> bytes:
             "generated_at": iso(manifest.generated_at),
             "families_digest": manifest.families_digest,
             "tree_signature": manifest.tree_signature,
+            "content_digest": content_digest(entries),
             "counts": {
                 "entries": len(entries),
                 "files": sum(len(e.files) for e in entries),

@@ -20,10 +20,11 @@ import xxhash
 
 from .config import DEFAULT_CONFIG_PATH, Family, load_config
 
-__all__ = ["make_tasks", "task_pin", "task_scan"]
+__all__ = ["make_tasks", "task_gc", "task_pin", "task_scan"]
 
 TaskCreator = Callable[[], dict[str, Any]]
 _SIG_KEY = "artifacts_tree_signature"
+_CONTENT_KEY = "artifacts_manifest_content"
 
 
 def _paths(
@@ -82,11 +83,7 @@ class TreeSignature:
         return {_SIG_KEY: sig}
 
     def _config_hash(self) -> str:
-        try:
-            data = (self.config_path or DEFAULT_CONFIG_PATH).read_bytes()
-        except FileNotFoundError:
-            data = b"<absent>"
-        return str(xxhash.xxh3_128_hexdigest(data))
+        return _file_hash(self.config_path or DEFAULT_CONFIG_PATH)
 
     def _signature(self, config_hash: str, families: list[list[Any]]) -> dict[str, Any]:
         from .families import Classifier
@@ -95,13 +92,52 @@ class TreeSignature:
         classifier = Classifier([Family(n, tuple(p), rp) for n, p, rp in families])
         tree = walk(self.root, classifier, 0, collect=False)
         return {
-            "root": str(self.root.resolve()),
+            "root": str(self.root),  # as configured: a cache may land at another path
             "config": config_hash,
             "families": families,
             "tree": tree.digest,
             "pins": _stat_key(self.root / ".pins.json"),
             "manifest": _stat_key(self.root / ".manifest.json"),
         }
+
+
+class ManifestContent:
+    """doit `uptodate` for tasks that read the runs (gc): up to date while the config's
+    bytes and what the manifest says about the runs are unchanged — not its mtimes or
+    inodes, so a tree restored from a CI cache keeps them up to date."""
+
+    def __init__(self, root: Path, config_path: Path | None) -> None:
+        self.root = root
+        self.config_path = config_path
+        self.current: dict[str, str] | None = None
+
+    def configure_task(self, task: Any) -> None:
+        task.value_savers.append(lambda: {_CONTENT_KEY: self.current} if self.current else {})
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        from .manifest import read_header
+
+        self.current = None
+        try:
+            header = read_header(self.root)
+            if header is None:
+                return False
+            self.current = {
+                "root": str(self.root),  # as configured: a cache may land at another path
+                "config": _file_hash(self.config_path or DEFAULT_CONFIG_PATH),
+                "content": header.content_digest,
+            }
+        except Exception:
+            return False
+        return bool(values.get(_CONTENT_KEY) == self.current)
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b"<absent>"
+    return str(xxhash.xxh3_128_hexdigest(data))
 
 
 def _stat_key(path: Path) -> str:
@@ -179,9 +215,19 @@ def make_tasks(
             "verbosity": 2,
         }
 
-    return {"task_scan": task_scan, "task_pin": task_pin}
+    def task_gc() -> dict[str, Any]:
+        """Show the retention plan: what gc would delete and why (a dry run)."""
+        return {
+            "actions": [_cli_action(["gc", *common])],
+            "task_dep": ["scan"],
+            "uptodate": [ManifestContent(root_path, config_path)],
+            "verbosity": 2,
+        }
+
+    return {"task_scan": task_scan, "task_pin": task_pin, "task_gc": task_gc}
 
 
 _defaults = make_tasks()
 task_scan = _defaults["task_scan"]
 task_pin = _defaults["task_pin"]
+task_gc = _defaults["task_gc"]

@@ -343,3 +343,48 @@ def test_list_json_totals_follow_config_order(make_tree: MakeTree) -> None:
     root = make_tree(TREE)
     data = json.loads(run_main("--root", root, "list", "--json").out)
     assert list(data["totals"]["by_family"]) == ["proofs", "bench", "smoke90"]
+
+
+def test_gc_dry_run_prints_the_plan_and_deletes_nothing(
+    make_tree: MakeTree, tmp_path: Path
+) -> None:
+    root = make_tree({**TREE, "bench/topgainers_20250901_000000.md": "# Bench\nStatus: PASS\n"})
+    config = tmp_path / "c.yaml"
+    config.write_text("retention:\n  bench: {keep: 1}\n")
+    before = sorted(p for p in root.rglob("*") if p.is_file() and ".manifest" not in p.name)
+    result = run_main("--root", root, "--config", config, "gc")
+    assert result.code == 0, result.err
+    i = ids(root)
+    lines = result.out.splitlines()
+    assert lines[:11] == [
+        "GC Plan Summary (DryRun: true)",
+        "Total Entries: 5",
+        "To Delete: 1 entries (21B, 1 files)",
+        "To Keep: 4 entries",
+        "Safety: 0 pinned, 3 last-pass, 3 last-run kept",
+        "",
+        "By Family:",
+        "  proofs: keep 1/1, delete 0B",
+        "  bench: keep 2/3, delete 21B",
+        "  smoke90: keep 1/1, delete 0B",
+        "",
+    ]
+    assert lines[11:] == [
+        "To delete:",
+        f"  {i['20250901T000000Z']}     bench      2025-09-01 00:00:00 21B      "
+        "beyond keep_last 1 (rank 3)",
+    ]
+    after = sorted(p for p in root.rglob("*") if p.is_file() and ".manifest" not in p.name)
+    assert before == [p for p in after if p.name not in (".lock", ".manifest.json")]
+
+    verbose = run_main("--root", root, "--config", config, "gc", "--verbose", "--family", "bench")
+    assert "To keep:" in verbose.out
+    assert (
+        f"  {i['20250906T142515Z']}     bench      2025-09-06 14:25:15 859K     "
+        "last_run; keep_last 1/1" in verbose.out
+    )
+    as_json = json.loads(run_main("--root", root, "--config", config, "gc", "--json").out)
+    assert as_json["dry_run"] is True
+    assert [d["id"] for d in as_json["delete"]] == [i["20250901T000000Z"]]
+    assert as_json["by_family"]["bench"] == {"keep": 2, "total": 3, "delete_bytes": 21}
+    assert run_main("--root", root, "gc", "--family", "nope").code == 2

@@ -307,23 +307,24 @@ def test_repository_dodo_scans_by_default(tmp_path: Path) -> None:
 
 def test_library_sets_no_doit_config_and_exports_only_tasks() -> None:
     assert not hasattr(tasks_module, "DOIT_CONFIG")
-    assert sorted(tasks_module.__all__) == ["make_tasks", "task_pin", "task_scan"]
+    assert sorted(tasks_module.__all__) == ["make_tasks", "task_gc", "task_pin", "task_scan"]
     namespace: dict[str, Any] = {}
     exec("from artifacts_tasks.tasks import *", namespace)
     namespace.pop("__builtins__")
-    assert sorted(namespace) == ["make_tasks", "task_pin", "task_scan"]
+    assert sorted(namespace) == ["make_tasks", "task_gc", "task_pin", "task_scan"]
     assert "DOIT_CONFIG" not in namespace
-    for name in ("task_pin", "task_scan"):
+    for name in ("task_gc", "task_pin", "task_scan"):
         assert isinstance(namespace[name](), dict)
 
 
-def test_star_import_defines_only_scan_and_pin(tmp_path: Path) -> None:
+def test_star_import_defines_only_scan_gc_and_pin(tmp_path: Path) -> None:
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "dodo.py").write_text(STAR_DODO)
     r = doit(proj, "list")
     assert r.code == 0, r
     assert sorted(line.split()[0] for line in r.out.splitlines() if line.strip()) == [
+        "gc",
         "pin",
         "scan",
     ]
@@ -436,6 +437,7 @@ def test_copied_project_scans_to_the_same_manifest(tmp_path: Path) -> None:
     assert_ran(doit(proj, "pin", "--id", bench_id, "--on"), "pin")
     before = list_json(proj)
     assert before[bench_id]["pinned"]
+    assert_ran(doit(proj, "gc"), "gc")
 
     copy = tmp_path / "restored"
     shutil.copytree(proj, copy, copy_function=shutil.copy)
@@ -455,6 +457,10 @@ def test_copied_project_scans_to_the_same_manifest(tmp_path: Path) -> None:
 
     assert summary(after) == summary(before)
     assert_up_to_date(doit(copy, "scan"))
+    # gc depends on what the manifest says about the runs, not on mtimes or inodes.
+    gc_again = doit(copy, "gc")
+    assert gc_again.code == 0, gc_again
+    assert "-- gc" in gc_again.out.splitlines() and "GC Plan Summary" not in gc_again.out
 
 
 # ---- 6. a bad config -----------------------------------------------------------------------
@@ -521,3 +527,19 @@ def test_a_bare_doit_with_only_the_star_import_succeeds(tmp_path: Path) -> None:
     result = doit(proj)
     assert result.code == 0, result
     assert ".  scan" in result.out and "pin: nothing to pin" in result.out
+
+
+def test_gc_reruns_when_the_runs_change_and_not_otherwise(tmp_path: Path) -> None:
+    proj = make_project(tmp_path / "proj")
+    root = proj / "artifacts"
+    first = doit(proj, "gc")
+    assert_ran(first, "gc")
+    assert "GC Plan Summary (DryRun: true)" in first.out
+    assert "-- gc" in doit(proj, "gc").out.splitlines()
+    write(root, "bench/run_20250907_090000.md", "Status: FAIL\n", mtime=T0)  # a new run
+    rerun = doit(proj, "gc")
+    assert_ran(rerun, "scan")
+    assert_ran(rerun, "gc")
+    assert "Total Entries: 4" in rerun.out
+    (proj / "config" / "artifacts.yaml").write_text("retention: {bench: {keep: 1}}\n")
+    assert_ran(doit(proj, "gc"), "gc")
