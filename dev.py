@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the demo or the checks, with nothing but Python 3.11 installed.
 
-python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> doit scan x2
+python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> gc -> doit scan x2
 python3 dev.py check   # .venv + install, ruff, mypy --strict, pytest  (what CI runs)
 """
 
