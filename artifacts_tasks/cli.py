@@ -66,6 +66,12 @@ class Context:
             print(f"warning: {warning}", file=self.err)
         return done
 
+    def check_family(self, family: str | None) -> None:
+        """Refuse an unknown --family before anything is touched."""
+        names = self.config.family_names()
+        if family is not None and family not in names:
+            raise UsageError(f"unknown family {family!r} (families: {', '.join(names)})")
+
     def current_manifest(self, command: str) -> Manifest:
         """A fresh manifest; when another writer holds the lock, the last one saved."""
         try:
@@ -144,10 +150,7 @@ def cmd_scan(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    if args.family is not None and args.family not in ctx.config.family_names():
-        raise UsageError(
-            f"unknown family {args.family!r} (families: {', '.join(ctx.config.family_names())})"
-        )
+    ctx.check_family(args.family)
     manifest = ctx.current_manifest("list")
     last_run, last_pass = manifest.markers()
     entries = [e for e in manifest.entries if args.family is None or e.family == args.family]
@@ -263,10 +266,7 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     """Show the retention plan: the mission's summary, then each run to delete and why."""
     from . import gc
 
-    if args.family is not None and args.family not in ctx.config.family_names():
-        raise UsageError(
-            f"unknown family {args.family!r} (families: {', '.join(ctx.config.family_names())})"
-        )
+    ctx.check_family(args.family)
     manifest = ctx.current_manifest("gc")
     plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family)
     if args.json:
