@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from .config import Retention
 
@@ -103,8 +103,7 @@ class Policy:
         )
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """One rule that kept a run: restic's wording and ours."""
 
     rule: str  # config key: keep, keep_daily, keep_within, keep_within_weekly, ...
@@ -112,16 +111,15 @@ class Match:
     reason: str  # e.g. "keep_last 3/10", "daily 2025-09-06", "oldest weekly 2025-W36"
 
 
-@dataclass(frozen=True)
-class Verdict(Generic[T]):
+class Verdict(NamedTuple, Generic[T]):
     """The decision on one run; `counters` = what each count rule had left after it."""
 
     item: T
     rank: int  # 1 = newest of its family
     keep: bool
-    matches: tuple[Match, ...] = ()
-    counters: dict[str, int] = field(default_factory=dict)
-    reasons: tuple[str, ...] = ()
+    matches: tuple[Match, ...]
+    counters: dict[str, int]
+    reasons: tuple[str, ...]
 
 
 # (config key, counters key, restic's name, bucket value, bucket label)
@@ -133,30 +131,30 @@ _COUNT_RULES: tuple[Bucket, ...] = (
         "hourly",
         "hourly",
         lambda t, n: ((t.year * 100 + t.month) * 100 + t.day) * 100 + t.hour,
-        lambda t: f"{t:%Y-%m-%d %H}:00",
+        lambda t: f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:00",
     ),
     (
         "keep_daily",
         "daily",
         "daily",
         lambda t, n: (t.year * 100 + t.month) * 100 + t.day,
-        lambda t: f"{t:%Y-%m-%d}",
+        lambda t: f"{t.year:04d}-{t.month:02d}-{t.day:02d}",
     ),
     (
         "keep_weekly",
         "weekly",
         "weekly",
-        lambda t, n: t.isocalendar()[0] * 100 + t.isocalendar()[1],
-        lambda t: f"{t.isocalendar()[0]}-W{t.isocalendar()[1]:02d}",
+        lambda t, n: _iso_week(t),
+        lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2]),
     ),
     (
         "keep_monthly",
         "monthly",
         "monthly",
         lambda t, n: t.year * 100 + t.month,
-        lambda t: f"{t:%Y-%m}",
+        lambda t: f"{t.year:04d}-{t.month:02d}",
     ),
-    ("keep_yearly", "yearly", "yearly", lambda t, n: t.year, lambda t: f"{t.year}"),
+    ("keep_yearly", "yearly", "yearly", lambda t, n: t.year, lambda t: f"{t.year:04d}"),
 )
 _WITHIN_RULES = _COUNT_RULES[1:]  # hourly ... yearly
 
@@ -181,30 +179,38 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
     ]
     counts = list(totals)
     seen: list[int | None] = [None] * len(counts)
-    withins = [
+    active = [(i, rule) for i, rule in enumerate(_COUNT_RULES) if totals[i] != 0]
+    # keep_within*: (cutoff, shown duration) computed once; a run must be newer than cutoff.
+    within = _cutoff(policy.within, latest)
+    durations = (
         policy.within_hourly,
         policy.within_daily,
         policy.within_weekly,
         policy.within_monthly,
         policy.within_yearly,
-    ]
-    seen_within: list[int | None] = [None] * len(withins)
+    )
+    withins = []
+    for i, (rule, d) in enumerate(zip(_WITHIN_RULES, durations, strict=True)):
+        cut = _cutoff(d, latest)
+        if cut is not None:
+            withins.append((i, rule, cut))
+    seen_within: list[int | None] = [None] * len(_WITHIN_RULES)
     last_index = len(ordered) - 1
     verdicts: list[Verdict[T]] = []
     for nr, item in enumerate(ordered):
         t = item.timestamp
         matches: list[Match] = []
         misses: list[str] = []
-        if policy.within is not None and latest is not None:
-            if t > policy.within.before(latest):
-                reason = f"within {policy.within} of the newest run"
-                matches.append(Match("keep_within", f"within {policy.within}", reason))
+        if within is not None:
+            cutoff, shown = within
+            if t > cutoff:
+                matches.append(
+                    Match("keep_within", f"within {shown}", f"within {shown} of the newest run")
+                )
             else:
-                misses.append(f"older than keep_within {policy.within}")
-        for i, (key, _, name, bucket, label) in enumerate(_COUNT_RULES):
+                misses.append(f"older than keep_within {shown}")
+        for i, (key, _, name, bucket, label) in active:
             total = totals[i]
-            if total == 0:
-                continue
             if counts[i] == 0:
                 rank = f" (rank {nr + 1})" if key == "keep" else ""
                 misses.append(f"beyond {'keep_last' if key == 'keep' else key} {total}{rank}")
@@ -223,32 +229,44 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
                 else f"{name} {label(t)}"
             )
             matches.append(Match(key, f"{oldest}{name} snapshot", oldest + ours))
-        for i, (_, _, name, bucket, label) in enumerate(_WITHIN_RULES):
-            within = withins[i]
-            if within is None or latest is None:
-                continue
-            if not t > within.before(latest):
-                misses.append(f"older than keep_within_{name} {within}")
+        for i, (_, _, name, bucket, label), (cutoff, shown) in withins:
+            if not t > cutoff:
+                misses.append(f"older than keep_within_{name} {shown}")
                 continue
             value = bucket(t, nr)
             if value == seen_within[i] and nr != last_index:
-                misses.append(f"{name} {label(t)} (within {within}) taken by a newer run")
+                misses.append(f"{name} {label(t)} (within {shown}) taken by a newer run")
                 continue
             oldest = "oldest " if value == seen_within[i] else ""
             seen_within[i] = value
             matches.append(
                 Match(
                     f"keep_within_{name}",
-                    f"{oldest}{name} within {within}",
-                    f"{oldest}{name} {label(t)} (within {within})",
+                    f"{oldest}{name} within {shown}",
+                    f"{oldest}{name} {label(t)} (within {shown})",
                 )
             )
-        counters = {c[1]: counts[i] for i, c in enumerate(_COUNT_RULES) if counts[i] != 0}
-        reasons = [m.reason for m in matches] if matches else (misses or ["no keep rule is on"])
-        verdicts.append(
-            Verdict(item, nr + 1, bool(matches), tuple(matches), counters, tuple(reasons))
-        )
+        if matches:
+            counters = {c[1]: counts[i] for i, c in enumerate(_COUNT_RULES) if counts[i] != 0}
+            verdicts.append(
+                Verdict(
+                    item, nr + 1, True, tuple(matches), counters, tuple(m.reason for m in matches)
+                )
+            )
+        else:
+            verdicts.append(
+                Verdict(item, nr + 1, False, (), {}, tuple(misses or ["no keep rule is on"]))
+            )
     return verdicts
+
+
+def _iso_week(t: datetime) -> int:
+    year, week, _ = t.isocalendar()
+    return year * 100 + week
+
+
+def _cutoff(d: Duration | None, latest: datetime | None) -> tuple[datetime, str] | None:
+    return None if d is None or latest is None else (d.before(latest), str(d))
 
 
 class Run(Dated, Protocol):
