@@ -289,6 +289,42 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     return errors.EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
+    """Recheck every file against its recorded checksum; exit 1 if any differs."""
+    from .verify import verify
+
+    check_root(ctx.root)
+    config = ctx.config
+    manifest = load_manifest(ctx.root)
+    if manifest is None:
+        raise UsageError(f"{ctx.root} has no manifest yet; run `cryptorun artifacts scan` first")
+    progress = make_progress("verify", enabled=ctx.progress)
+    buffer = config.indexing.checksum_buffer_size_kb * 1024
+    problems = list(verify(ctx.root, manifest, buffer=buffer, progress=progress))
+    files = sum(e.file_count for e in manifest.entries)
+    if args.json:
+        doc = {
+            "manifest_generated_at": iso(manifest.generated_at),
+            "files": files,
+            "ok": files - len(problems),
+            "problems": [
+                {"id": p.entry_id, "path": p.path, "problem": p.problem} for p in problems
+            ],
+        }
+        json.dump(doc, ctx.out, indent=2)
+        ctx.out.write("\n")
+    else:
+        for p in problems:
+            print(f"{p.entry_id}  {_fs.display_path(p.path)}: {p.problem}", file=ctx.out)
+        verdict = "all as recorded" if not problems else f"{plural(len(problems), 'problem')}"
+        print(
+            f"Verified {plural(files, 'file')} in {plural(len(manifest.entries), 'run')} "
+            f"against the manifest of {shown_time(manifest.generated_at)}Z: {verdict}",
+            file=ctx.out,
+        )
+    return errors.EXIT_OK if not problems else errors.EXIT_FAILED
+
+
 def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
     from .pins import set_pin
 
@@ -406,6 +442,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--family", metavar="F", help="only this family")
     p.add_argument("--json", action="store_true", help="machine-readable plan")
     p.add_argument("--verbose", action="store_true", help="also list each kept run and why")
+
+    p = command(
+        "verify",
+        cmd_verify,
+        "recheck every file against its recorded checksum (exit 1 if any differs)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable result")
     return parser
 
 
