@@ -265,10 +265,12 @@ def print_table(
 def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     """Show the retention plan: the mission's summary, then each run to delete and why."""
     from . import gc
+    from .pins import load_pins, pin_markers
 
     ctx.check_family(args.family)
     manifest = ctx.current_manifest("gc")
-    plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family)
+    pins = pin_markers(load_pins(ctx.root))
+    plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family, pins=pins)
     if args.json:
         json.dump(gc.plan_json(plan), ctx.out, indent=2)
         ctx.out.write("\n")

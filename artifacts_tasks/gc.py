@@ -7,13 +7,14 @@ of DESIGN §6 for scripts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from .config import Config
 from .manifest import Entry, Manifest
+from .pins import run_marker
 from .policy import SAFETY_RULES, Verdict, decide
 
 
@@ -49,13 +50,22 @@ def plan(
     now: datetime,
     family: str | None = None,
     dry_run: bool = True,
+    pins: Collection[str] = (),
 ) -> GcPlan:
-    """Decide, for every run of every family (or of `family`), keep or delete, and why."""
+    """Decide, for every run of every family (or of `family`), keep or delete, and why.
+
+    `pins` are the markers of `.pins.json` (`pins.pin_markers`): with the config's pins
+    they hold even when the manifest was written before them (a saved manifest shown
+    while another writer holds the lock, say).
+    """
     runs: dict[str, list[Entry]] = {name: [] for name in config.family_names()}
-    config_pins = config.config_pins()
+    markers = config.config_pins().keys() | set(pins)
     for entry in manifest.entries:
-        # The config's pins hold even if it changed since the manifest was written.
-        if entry.id in config_pins and not entry.pinned:
+        held = (
+            entry.id in markers
+            or run_marker(entry.family, entry.directory, entry.run_key) in markers
+        )
+        if held and not entry.pinned:
             entry = entry._replace(pinned=True)
         runs.setdefault(entry.family, []).append(entry)
     chosen = [family] if family is not None else list(runs)

@@ -189,6 +189,26 @@ class Manifest:
             return {row[0]: (e["family"], row) for e in self._raw or () for row in e["files"]}
         return {f.path: (e.family, f) for e in self._entries for f in e.files}
 
+    def mtime_dated(self) -> dict[tuple[str, str, str], tuple[str, frozenset[tuple[str, str]]]]:
+        """Runs dated by mtime: (family, directory, run key) -> (time, {(path, xxh3)})."""
+        if self._entries is None:
+            return {
+                (e["family"], e["directory"], e["run_key"]): (
+                    e["timestamp"],
+                    frozenset((row[0], row[5]) for row in e["files"]),
+                )
+                for e in self._raw or ()
+                if e["timestamp_source"] == "mtime"
+            }
+        return {
+            (e.family, e.directory, e.run_key): (
+                iso(e.timestamp),
+                frozenset((f.path, f.xxh3_128) for f in e.files),
+            )
+            for e in self._entries
+            if e.timestamp_source == "mtime"
+        }
+
     def ids_by_key(self) -> dict[tuple[str, str, str], str]:
         """(family, directory, run key) -> id, without building entries."""
         if self._entries is None:

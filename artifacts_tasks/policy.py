@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from .config import Retention
@@ -27,8 +27,8 @@ class Dated(Protocol):
 
 T = TypeVar("T", bound=Dated)
 
-_DURATION = re.compile(r"(?:\d+[ymdh])+")
-_DURATION_PART = re.compile(r"(\d+)([ymdh])")
+_DURATION = re.compile(r"(?:[0-9]+[ymdh])+")
+_DURATION_PART = re.compile(r"([0-9]+)([ymdh])")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Duration:
             raise ValueError(f"not a duration: {text!r} (use e.g. 7d, 12h or 1y2m3d4h)")
         total = dict.fromkeys("ymdh", 0)
         for number, unit in _DURATION_PART.findall(text):
-            total[unit] += int(number)
+            total[unit] = int(number)  # as restic: a repeated unit keeps its last value
         return cls(total["y"], total["m"], total["d"], total["h"])
 
     def before(self, t: datetime) -> datetime:
@@ -85,7 +85,8 @@ class Policy:
     @classmethod
     def from_retention(cls, r: Retention) -> Policy:
         def d(text: str | None) -> Duration | None:
-            return Duration.parse(text) if text else None
+            duration = Duration.parse(text) if text else None
+            return duration if duration != Duration() else None  # as restic: 0d is off
 
         return cls(
             r.keep,
@@ -168,7 +169,9 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
     """
     ordered = sorted(items, key=lambda i: i.timestamp, reverse=True)  # stable, as restic
     past = [i.timestamp for i in ordered if i.timestamp <= now]
-    latest = max(past) if past else None
+    # As restic: with every run in the future the reference is the zero time, so every
+    # run is "within" (rather than the keep_within rules silently switching off).
+    latest = max(past) if past else datetime.min.replace(tzinfo=UTC)
     totals = [
         policy.last,
         policy.hourly,
@@ -273,6 +276,9 @@ class Run(Dated, Protocol):
     """What the safety rules need to know about a run (a manifest Entry is one)."""
 
     @property
+    def id(self) -> str: ...
+
+    @property
     def status(self) -> str: ...
 
     @property
@@ -288,21 +294,23 @@ SAFETY_RULES = ("pinned", "last_run", "last_pass")
 def decide(runs: Sequence[R], retention: Retention, *, now: datetime) -> list[Verdict[R]]:
     """One family's verdicts, newest first: the keep rules, then the safety rules on top.
 
-    A run that is pinned, the family's newest (last_run) or its newest passing run
-    (last_pass) is kept whatever the rules and counts say, and says so first.
+    A run that is pinned (flagged, or named in `retention.pin`), the family's newest
+    (last_run) or its newest passing run (last_pass) is kept whatever the rules and
+    counts say, and says so first.
     """
     if not runs:
         return []
-    newest = max(runs, key=lambda r: r.sort_key())
+    newest = max(runs, key=lambda r: r.sort_key()).id
     passing = [r for r in runs if r.status == "pass"]
-    newest_pass = max(passing, key=lambda r: r.sort_key()) if passing else None
+    newest_pass = max(passing, key=lambda r: r.sort_key()).id if passing else None
+    pins = set(retention.pin)
     verdicts = []
     for v in apply_policy(runs, Policy.from_retention(retention), now=now):
         run = v.item
         held = (
-            ("pinned", run.pinned),
-            ("last_run", run is newest),
-            ("last_pass", run is newest_pass),
+            ("pinned", run.pinned or run.id in pins),
+            ("last_run", run.id == newest),
+            ("last_pass", run.id == newest_pass),
         )
         safety = tuple(name for name, holds in held if holds)
         if safety:

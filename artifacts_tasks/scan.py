@@ -28,6 +28,7 @@ from .manifest import (
     Row,
     load_manifest,
     now_utc,
+    parse_iso,
     read_header,
     save_manifest,
     sort_entries,
@@ -159,7 +160,8 @@ def _rescan(
 
     by_name = {f.name: f for f in config.families}
     previous_ids = previous.ids_by_key() if previous is not None else {}
-    entries = _group(found, records, keys, classifier, by_name, pinned, previous_ids)
+    dated = previous.mtime_dated() if previous is not None else {}
+    entries = _group(found, records, keys, classifier, by_name, pinned, previous_ids, dated)
     result.manifest = Manifest(
         now_utc(),
         entries,
@@ -427,6 +429,7 @@ def _group(
     by_name: dict[str, Family],
     pinned: set[str],
     previous_ids: dict[fam.RunKey, str],
+    dated: dict[fam.RunKey, tuple[str, frozenset[tuple[str, str]]]],
 ) -> tuple[Entry, ...]:
     groups: dict[tuple[str, str, str], list[tuple[FileRecord, datetime | None]]] = {}
     for f in found:
@@ -445,8 +448,15 @@ def _group(
         if named is not None:
             when, source = named, "run_key"
         else:
-            newest = max(r.mtime_ns for r, _ in members)
-            when, source = datetime.fromtimestamp(newest // 1_000_000_000, UTC), "mtime"
+            source = "mtime"
+            before = dated.get((family, directory, key))
+            if before is not None and before[1] == {(r.path, r.xxh3_128) for r, _ in members}:
+                # Same files, same bytes: keep the time recorded for them, so a copy or a
+                # restore that resets mtimes does not move the run (or change the plan).
+                when = parse_iso(before[0])
+            else:
+                newest = max(r.mtime_ns for r, _ in members)
+                when = datetime.fromtimestamp(newest // 1_000_000_000, UTC)
         files = tuple(sorted((r for r, _ in members), key=lambda r: r.path))
         entry_id = ids[(family, directory, key)]
         status = fam.run_status(r.status for r in files)

@@ -78,3 +78,28 @@ def test_plan_keeps_protected_runs_and_json_matches_the_contract(tmp_path: Path)
     assert {d["id"] for d in data["delete"]} == bench_ids - set(kept)
     assert all(d["reasons"][0].startswith("beyond keep_last 1") for d in data["delete"])
     assert data["safety"]["pinned"] == 1
+
+
+def test_pins_from_the_pins_file_hold_on_a_stale_manifest(tmp_path: Path) -> None:
+    """A plan shown from a saved manifest (another writer holds the lock) that predates a
+    pin must still keep the pinned run, whether the pin names its id or its run."""
+    from artifacts_tasks.pins import pin_markers, run_marker
+
+    manifest, config = sample_manifest(tmp_path)
+    bench = sorted((e for e in manifest.entries if e.family == "bench"), key=lambda e: e.sort_key())
+    by_id, by_run = bench[0], bench[1]
+    assert not by_id.pinned and not by_run.pinned  # the manifest knows nothing of the pins
+    pins = {
+        by_id.id: {"pinned_at": "2025-09-06T00:00:00Z"},
+        "ffffffff": {
+            "pinned_at": "2025-09-06T00:00:00Z",
+            "family": "bench",
+            "directory": by_run.directory,
+            "run_key": by_run.run_key,
+        },
+    }
+    p = gc.plan(manifest, config, now=NOW, pins=pin_markers(pins))  # type: ignore[arg-type]
+    deleted = {v.item.id for v in p.delete}
+    assert by_id.id not in deleted and by_run.id not in deleted
+    assert run_marker("bench", by_run.directory, by_run.run_key) in pin_markers(pins)
+    assert p.safety_counts()["pinned"] == 2

@@ -218,3 +218,60 @@ def test_reasons_read_as_the_contract_says() -> None:
     assert same_day[3].reasons == ("daily 2025-09-02",)
     nothing = decide(runs[1:3], Retention(keep=0), now=t0)
     assert nothing[1].reasons == ("no keep rule is on",)
+
+
+# ---- regressions from the second review -----------------------------------------------------
+
+
+def test_decide_honours_the_retentions_own_pins() -> None:
+    t0 = datetime(2025, 9, 6, tzinfo=UTC)
+    runs = [Run(t0 - timedelta(hours=h), f"0000000{h}") for h in range(5)]
+    verdicts = {v.item.id: v for v in decide(runs, Retention(keep=1, pin=("00000003",)), now=t0)}
+    assert verdicts["00000003"].keep
+    assert verdicts["00000003"].reasons[0] == "pinned"
+
+
+def test_keep_within_with_every_run_in_the_future_keeps_them_all() -> None:
+    """As restic: no run at or before now -> the reference is the zero time."""
+    now = datetime(2025, 9, 6, tzinfo=UTC)
+    runs = [Snap(now + timedelta(hours=h), h) for h in range(1, 6)]
+    verdicts = apply_policy(runs, Policy(within=Duration(days=7)), now=now)
+    assert all(v.keep for v in verdicts)
+    assert {v.reasons for v in verdicts} == {("within 7d of the newest run",)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1d2d", Duration(days=2)), ("2h1y", Duration(years=1, hours=2))]
+)
+def test_durations_read_as_restic_reads_them(text: str, expected: Duration) -> None:
+    assert Duration.parse(text) == expected
+
+
+def test_unicode_digits_are_not_durations_and_zero_is_off() -> None:
+    with pytest.raises(ValueError):
+        Duration.parse("١d")
+    assert Policy.from_retention(Retention(keep=1, keep_within="0d")).within is None
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=25),
+    st.integers(min_value=-20, max_value=220),
+    RETENTIONS,
+    st.data(),
+)
+def test_safety_holds_with_ties_and_any_now(
+    hours: list[int], now_hour: int, retention: Retention, data: st.DataObject
+) -> None:
+    """Whole-hour times (ties likely), `now` before, among or after the runs."""
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    runs = [
+        Run(base + timedelta(hours=h), f"{i:08x}", data.draw(st.sampled_from(["pass", "fail"])))
+        for i, h in enumerate(hours)
+    ]
+    verdicts = decide(runs, retention, now=base + timedelta(hours=now_hour))
+    kept = {v.item.id for v in verdicts if v.keep}
+    newest = max(runs, key=Run.sort_key)
+    assert newest.id in kept
+    passing = [r for r in runs if r.status == "pass"]
+    if passing:
+        assert max(passing, key=Run.sort_key).id in kept

@@ -541,3 +541,24 @@ def test_temp_files_of_a_dead_writer_are_cleaned_up(make_tree: MakeTree) -> None
     scan(root)
     assert not dead.exists()
     assert alive.exists()
+
+
+def test_a_run_dated_by_mtime_keeps_its_time_while_its_bytes_do_not_change(
+    make_tree: MakeTree,
+) -> None:
+    root = make_tree(RUN)
+    first = scan(root).manifest
+    assert first is not None
+    (baseline,) = [e for e in first.entries if e.run_key == "baseline"]
+    path = root / "greenwall" / "baseline.md"
+    os.utime(path, (2_000_000_000, 2_000_000_000))  # a restore or a copy resets the mtime
+    moved = scan(root).manifest
+    assert moved is not None
+    (again,) = [e for e in moved.entries if e.run_key == "baseline"]
+    assert again.timestamp == baseline.timestamp
+    path.write_text("# Baseline\nStatus: PASS\n")  # new bytes: dated by the new mtime
+    os.utime(path, (2_000_000_000, 2_000_000_000))
+    changed = scan(root).manifest
+    assert changed is not None
+    (edited,) = [e for e in changed.entries if e.run_key == "baseline"]
+    assert edited.timestamp == datetime.fromtimestamp(2_000_000_000, UTC)

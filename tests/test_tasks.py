@@ -543,3 +543,14 @@ def test_gc_reruns_when_the_runs_change_and_not_otherwise(tmp_path: Path) -> Non
     assert "Total Entries: 4" in rerun.out
     (proj / "config" / "artifacts.yaml").write_text("retention: {bench: {keep: 1}}\n")
     assert_ran(doit(proj, "gc"), "gc")
+
+
+def test_gc_stays_up_to_date_after_a_restore_even_with_mtime_dated_runs(tmp_path: Path) -> None:
+    proj = make_project(tmp_path / "proj")
+    write(proj / "artifacts", "bench/baseline.md", "# baseline\nStatus: PASS\n", mtime=T0)
+    assert_ran(doit(proj, "gc"), "gc")
+    copy = tmp_path / "restored"
+    shutil.copytree(proj, copy, copy_function=shutil.copy)  # new mtimes and inodes
+    restored = doit(copy, "gc")
+    assert restored.code == 0, restored
+    assert "-- gc" in restored.out.splitlines(), restored
