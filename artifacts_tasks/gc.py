@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import Config
 from .manifest import Entry, Manifest
-from .pins import run_marker
+from .pins import is_pinned
 from .policy import SAFETY_RULES, Verdict, decide
 
 
@@ -61,10 +61,7 @@ def plan(
     runs: dict[str, list[Entry]] = {name: [] for name in config.family_names()}
     markers = config.config_pins().keys() | set(pins)
     for entry in manifest.entries:
-        held = (
-            entry.id in markers
-            or run_marker(entry.family, entry.directory, entry.run_key) in markers
-        )
+        held = is_pinned(markers, entry.id, entry.family, entry.directory, entry.run_key)
         if held and not entry.pinned:
             entry = entry._replace(pinned=True)
         runs.setdefault(entry.family, []).append(entry)

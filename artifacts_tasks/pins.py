@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,13 @@ def load_pins(root: Path) -> dict[str, dict[str, Any]]:
 def run_marker(family: str, directory: str, run_key: str) -> str:
     """How a pin names a run besides its id: ids can lengthen, the run's key cannot."""
     return f"{family}\x00{directory}\x00{run_key}"
+
+
+def is_pinned(
+    markers: Collection[str], entry_id: str, family: str, directory: str, run_key: str
+) -> bool:
+    """Whether pin markers (ids, and the runs pins recorded) name this run."""
+    return entry_id in markers or run_marker(family, directory, run_key) in markers
 
 
 def pin_markers(pins: Mapping[str, Mapping[str, Any]]) -> set[str]:

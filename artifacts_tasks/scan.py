@@ -33,7 +33,7 @@ from .manifest import (
     save_manifest,
     sort_entries,
 )
-from .pins import load_pins, pin_markers, run_marker
+from .pins import is_pinned, load_pins, pin_markers
 from .progress import NoProgress, Progress
 
 # Files up to this size are read in one go and their status parsed from the same bytes.
@@ -469,7 +469,7 @@ def _group(
                 when,
                 source,
                 status,
-                entry_id in pinned or run_marker(family, directory, key) in pinned,
+                is_pinned(pinned, entry_id, family, directory, key),
                 files,
             )
         )
