@@ -27,16 +27,9 @@ DEFAULT_KEEP = {"proofs": 10, "bench": 10, "smoke90": 8, "explain": 12, "greenwa
 # A family added by the config without a retention entry keeps everything: nothing is
 # deleted that nobody asked to delete.
 NEW_FAMILY_KEEP = -1
-SAFETY_RULES = ("last_pass", "pinned", "last_run")
-BUCKET_RULES = ("keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-WITHIN_RULES = (
-    "keep_within",
-    "keep_within_hourly",
-    "keep_within_daily",
-    "keep_within_weekly",
-    "keep_within_monthly",
-    "keep_within_yearly",
-)
+# The safety rules, in the order the gc summary and `gc --json` name them. They always
+# hold; `gc.always_keep` in the config only documents them.
+SAFETY_RULES = ("pinned", "last_pass", "last_run")
 
 
 @dataclass(frozen=True)

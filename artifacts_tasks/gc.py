@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .config import Config
+from .config import SAFETY_RULES, Config
 from .manifest import Entry, Manifest
 from .pins import is_pinned
-from .policy import SAFETY_RULES, Verdict, decide
+from .policy import Verdict, decide
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,6 @@ class Run(Dated, Protocol):
 
 
 R = TypeVar("R", bound=Run)
-SAFETY_RULES = ("pinned", "last_run", "last_pass")
 
 
 def decide(runs: Sequence[R], retention: Retention, *, now: datetime) -> list[Verdict[R]]:
