@@ -277,16 +277,23 @@ def manifest_path(root: Path) -> Path:
     return root / MANIFEST_NAME
 
 
-def load_manifest(root: Path, *, classifier: Classifier | None = None) -> Manifest | None:
-    """The manifest under `root`, validated; None when there is none yet."""
+def read_manifest_bytes(root: Path) -> bytes | None:
+    """The manifest file's bytes; None when there is none yet."""
     path = manifest_path(root)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
-    return parse_manifest(raw, str(path), classifier=classifier)
+
+
+def load_manifest(root: Path, *, classifier: Classifier | None = None) -> Manifest | None:
+    """The manifest under `root`, validated; None when there is none yet."""
+    raw = read_manifest_bytes(root)
+    if raw is None:
+        return None
+    return parse_manifest(raw, str(manifest_path(root)), classifier=classifier)
 
 
 def parse_manifest(raw: bytes, shown: str, *, classifier: Classifier | None = None) -> Manifest:
@@ -386,15 +393,19 @@ class Header(NamedTuple):
 
 
 def read_header(root: Path) -> Header | None:
+    """`parse_header` of the manifest under `root`; None when it is missing or unreadable."""
+    try:
+        return parse_header(manifest_path(root).read_bytes())
+    except OSError:
+        return None
+
+
+def parse_header(raw: bytes) -> Header | None:
     """The header of an intact manifest this tool wrote, or None (then a full load decides).
 
     Intact means the rest of the file still hashes to the `body_xxh3_128` in the header:
     the bytes are exactly those written, which were built from checked data.
     """
-    try:
-        raw = manifest_path(root).read_bytes()
-    except OSError:
-        return None
     line, _, body = raw.partition(b"\n")
     try:
         head = json.loads(line + b"]}")

@@ -26,10 +26,12 @@ from .manifest import (
     FileRecord,
     Manifest,
     Row,
-    load_manifest,
+    manifest_path,
     now_utc,
+    parse_header,
     parse_iso,
-    read_header,
+    parse_manifest,
+    read_manifest_bytes,
     save_manifest,
     sort_entries,
 )
@@ -517,7 +519,13 @@ def refresh(
     pinned = config.config_pins().keys() | pin_markers(load_pins(root))
     classifier = fam.Classifier(config.families)
     limit = config.indexing.max_files_per_scan
-    header = None if force else read_header(root)
+    shown = str(manifest_path(root))
+    raw, unreadable = None, None
+    try:
+        raw = read_manifest_bytes(root)  # read once: header check, then any full parse
+    except ManifestError as exc:
+        unreadable = exc
+    header = None if force or raw is None else parse_header(raw)
     # Without a usable header a full rescan follows: walk once, collecting the files.
     collect = need_skipped or header is None
     tree = walk(root, classifier, limit, collect=collect)
@@ -526,7 +534,7 @@ def refresh(
         if header.files > limit:
             raise ScanLimitError(str(root), limit)
         unchanged = ScanResult(
-            load_manifest(root, classifier=classifier) if need_manifest else None,
+            parse_manifest(raw, shown, classifier=classifier) if need_manifest and raw else None,
             files_seen=header.files,
             files_reused=header.files,
             runs=header.entries,
@@ -539,7 +547,9 @@ def refresh(
         signature = tree_signature(tree.digest, config, pinned)
     rebuilt_from = None
     try:
-        previous = load_manifest(root)
+        if unreadable is not None:
+            raise unreadable
+        previous = parse_manifest(raw, shown) if raw is not None else None
     except ManifestError as exc:
         if not force:
             raise
