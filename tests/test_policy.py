@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -47,6 +48,10 @@ SNAPS, CASES = load_cases() if CASES_FILE.exists() else ([], [])
 
 
 def test_all_tag_free_cases_are_here() -> None:
+    """The vectors live in ../shared (beside the clone in CI). A clone without them skips
+    the conformance cases with this reason; under CI their absence is a failure."""
+    if not CASES_FILE.exists() and not os.environ.get("CI"):
+        pytest.skip(f"restic conformance vectors not found at {CASES_FILE}")
     assert len(CASES) == 37
 
 
