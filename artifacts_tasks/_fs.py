@@ -46,6 +46,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def remove_stale_temps(directory: Path) -> None:
     """Remove temp files left by an atomic write that a crash interrupted."""
     try:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            return  # a symlink is never followed
         names = os.listdir(directory)
     except FileNotFoundError:
         return
@@ -135,3 +137,78 @@ def display_path(rel: str) -> str:
         else:
             out.append(ch.encode("unicode_escape").decode("ascii"))
     return "".join(out)
+
+
+def parent_and_name(rel: str) -> tuple[str, str]:
+    """`a/b/c.json` -> (`a/b`, `c.json`); `c.json` -> (``, `c.json`)."""
+    head, _, name = rel.rpartition("/")
+    return head, name
+
+
+def makedirs_under(root: Path, rel_dir: str) -> int:
+    """Like `open_dir_under`, creating missing directories on the way (mode 0o755)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in rel_dir.split("/") if rel_dir else ():
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            child = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+def lstat_under(root: Path, rel: str) -> os.stat_result | None:
+    """lstat of `root/rel` without following a symlink on the way; None when it is absent.
+
+    A directory on the way that is now a symlink raises OSError(ELOOP or ENOTDIR).
+    """
+    head, name = parent_and_name(rel)
+    try:
+        fd = open_dir_under(root, head)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make every write on `path`'s file system durable: syncfs(2), or sync(2) without it."""
+    import ctypes
+    import ctypes.util
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        syncfs = getattr(libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+FAILPOINT_ENV = "ARTIFACTS_FAILPOINT"
+_failpoint_hits: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """For the crash tests: `ARTIFACTS_FAILPOINT=name` (or `name:N`, the Nth time) makes
+    the process SIGKILL itself here, as a power cut would stop it."""
+    wanted = os.environ.get(FAILPOINT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _failpoint_hits[name] = hits = _failpoint_hits.get(name, 0) + 1
+    if hits == (int(nth) if nth.isdigit() else 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -11,15 +11,17 @@ import sys
 import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import _fs, errors
 from .config import Config, load_config
 from .errors import ArtifactsError, UnknownIdError, UsageError
-from .manifest import Entry, Manifest, iso, load_manifest, now_utc, shown_time
+from .manifest import Entry, Manifest, iso, load_manifest, now_utc, parse_iso, shown_time
 from .progress import make_progress
 from .scan import Refreshed, check_root, refresh
+from .text import human_size, plural
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
@@ -27,8 +29,11 @@ Handler = Callable[[argparse.Namespace, "Context"], int]
 class Context:
     """What every command needs: the root, the config, and where to print."""
 
-    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    def __init__(
+        self, args: argparse.Namespace, out: TextIO, err: TextIO, inp: TextIO | None = None
+    ) -> None:
         self.root = Path(args.root)
+        self.inp = inp if inp is not None else sys.stdin
         self.config_path = Path(args.config) if args.config is not None else None
         self.progress = not args.no_progress
         self.out = out
@@ -51,20 +56,39 @@ class Context:
     ) -> Refreshed:
         """Take the lock and bring the manifest up to date with the tree."""
         check_root(self.root)
-        config = self.config  # a bad config fails before anything is touched
+        _ = self.config  # a bad config fails before anything is touched
         with _fs.root_lock(self.root, command):
-            progress = make_progress("scan", enabled=self.progress)
-            done = refresh(
-                self.root,
-                config,
-                force=force,
-                progress=progress,
-                need_manifest=need_manifest,
-                need_skipped=need_skipped,
+            return self.refresh_locked(
+                force=force, need_manifest=need_manifest, need_skipped=need_skipped
             )
+
+    def refresh_locked(self, **options: Any) -> Refreshed:
+        """`refresh` for a command that holds the lock: recover, rescan, say what happened."""
+        progress = make_progress("scan", enabled=self.progress)
+        done = refresh(self.root, self.config, progress=progress, **options)
+        for note in done.notes:
+            print(f"note: {note}", file=self.err)
         for warning in done.result.warnings:
             print(f"warning: {warning}", file=self.err)
         return done
+
+    def refresh_quietly(self) -> None:
+        """What an apply passes down: refresh the manifest under its own journal."""
+        refresh(self.root, self.config, recover=False)
+
+    def recover_if_possible(self, command: str) -> None:
+        """For commands that only read: recover an interrupted apply when the lock is free."""
+        from .trash import has_journal
+
+        if not has_journal(self.root):
+            return
+        try:
+            self.refresh(command, need_manifest=False)
+        except (errors.LockHeldError, errors.NotWritableError) as exc:
+            print(
+                f"note: an apply's journal is present and cannot be recovered now: {exc}",
+                file=self.err,
+            )
 
     def check_family(self, family: str | None) -> None:
         """Refuse an unknown --family before anything is touched."""
@@ -95,25 +119,6 @@ class Context:
 
 
 # ---- formatting -------------------------------------------------------------------------
-
-
-def human_size(n: int) -> str:
-    """Sizes as in the mission's examples: 0B, 856K, 2.1M (one decimal below 10)."""
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            if unit == "B":
-                return f"{n}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def plural(n: int, word: str) -> str:
-    """`1 run`, `2 runs`; `1 family`, `2 families`."""
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 def cell(text: str, width: int) -> str:
@@ -263,22 +268,58 @@ def print_table(
 
 
 def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
-    """Show the retention plan: the mission's summary, then each run to delete and why."""
+    """Show the retention plan (the mission's summary, then each run to delete and why);
+    with --apply, move those runs to the trash."""
     from . import gc
     from .pins import load_pins, pin_markers
 
+    if args.apply and args.dry_run:
+        raise UsageError("gc: --apply and --dry-run contradict each other; give one")
+    if args.force and not args.apply:
+        raise UsageError("gc: --force confirms --apply; without --apply gc deletes nothing")
     ctx.check_family(args.family)
-    manifest = ctx.current_manifest("gc")
-    pins = pin_markers(load_pins(ctx.root))
-    plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family, pins=pins)
-    if args.json:
-        json.dump(gc.plan_json(plan), ctx.out, indent=2)
-        ctx.out.write("\n")
+    if not args.apply:
+        manifest = ctx.current_manifest("gc")
+        pins = pin_markers(load_pins(ctx.root))
+        plan = gc.plan(manifest, ctx.config, now=now_utc(), family=args.family, pins=pins)
+        if args.json:
+            dump_json(gc.plan_json(plan), ctx.out)
+        else:
+            print_plan(plan, ctx.out, verbose=args.verbose)
         return errors.EXIT_OK
-    out = ctx.out
+    if not args.force and not ctx.inp.isatty():
+        raise UsageError(
+            "gc --apply asks for confirmation, and stdin is not a terminal: add --force to "
+            "apply without asking (nothing was changed)"
+        )
+    check_root(ctx.root)
+    config = ctx.config
+    with _fs.root_lock(ctx.root, "gc --apply"):
+        ctx.refresh_locked(need_manifest=False)
+        saved = load_manifest(ctx.root)  # as saved: checked against its schema
+        if saved is None:
+            raise AssertionError("a refresh leaves a manifest")
+        pins = pin_markers(load_pins(ctx.root))
+        plan = gc.plan(saved, config, now=now_utc(), family=args.family, dry_run=False, pins=pins)
+        if not args.json:
+            print_plan(plan, ctx.out, verbose=args.verbose)
+        if not args.force and plan.delete and not confirm(plan, ctx):
+            print("Nothing was changed.", file=ctx.out)
+            return errors.EXIT_OK
+        applied = gc.apply(ctx.root, plan, saved, config, pins=pins, refresh=ctx.refresh_quietly)
+    if args.json:
+        dump_json(gc.applied_json(plan, applied), ctx.out)
+        return errors.EXIT_OK
+    print_applied(applied, ctx, config.trash_retention_days)
+    return errors.EXIT_OK
+
+
+def print_plan(plan: Any, out: TextIO, *, verbose: bool) -> None:
+    from . import gc
+
     for line in gc.summary_lines(plan, human_size):
         print(line, file=out)
-    shown = [("To delete", plan.delete)] + ([("To keep", plan.keep)] if args.verbose else [])
+    shown = [("To delete", plan.delete)] + ([("To keep", plan.keep)] if verbose else [])
     for title, verdicts in shown:
         print(f"\n{title}:" if verdicts else f"\n{title}: nothing", file=out)
         for v in verdicts:
@@ -288,6 +329,162 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
                 f"{human_size(e.size):<8} {'; '.join(v.reasons)}",
                 file=out,
             )
+
+
+def confirm(plan: Any, ctx: Context) -> bool:
+    """Ask on the terminal; only `y` or `yes` goes ahead."""
+    size = human_size(sum(v.item.size for v in plan.delete))
+    print(
+        f"\nMove {plural(len(plan.delete), 'run')} ({size}) to {ctx.root / '.trash'}? [y/N] ",
+        end="",
+        file=ctx.out,
+        flush=True,
+    )
+    answer = ctx.inp.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def print_applied(applied: Any, ctx: Context, retention_days: int) -> None:
+    out = ctx.out
+    moved = applied.moved
+    if moved:
+        files = sum(v.item.file_count for v, _ in moved)
+        size = human_size(sum(v.item.size for v, _ in moved))
+        print(
+            f"\nMoved {plural(len(moved), 'run')} ({plural(files, 'file')}, {size}) to "
+            f"{ctx.root / '.trash'}/; undo one with `cryptorun artifacts restore --id ID`",
+            file=out,
+        )
+    else:
+        print("\nNothing was moved.", file=out)
+    if applied.skipped:
+        print(f"Skipped {plural(len(applied.skipped), 'run')} (left in place):", file=out)
+        for s in applied.skipped:
+            print(f"  {s['id']:<12} {s['family']:<10} {_fs.display_path(s['reason'])}", file=out)
+    for rel in applied.reports[:1]:
+        print(f"Report: {ctx.root / rel}", file=out)
+    if applied.purged:
+        size = human_size(sum(t.size for t in applied.purged))
+        print(
+            f"Purged {plural(len(applied.purged), 'trash folder')} trashed more than "
+            f"{retention_days} days ago ({size}): {', '.join(t.trash_id for t in applied.purged)}",
+            file=out,
+        )
+
+
+def dump_json(doc: Any, out: TextIO) -> None:
+    json.dump(doc, out, indent=2)
+    out.write("\n")
+
+
+def cmd_restore(args: argparse.Namespace, ctx: Context) -> int:
+    """Move a trashed run back where it was; refuse to overwrite anything."""
+    from . import trash
+
+    check_root(ctx.root)
+    _ = ctx.config
+    with _fs.root_lock(ctx.root, "restore"):
+        ctx.refresh_locked(need_manifest=False)
+        item = trash.find(ctx.root, args.id)
+        trash.restore(ctx.root, item, now=now_utc(), refresh=ctx.refresh_quietly)
+    r = item.record
+    assert r is not None
+    print(
+        f"Restored {r['id']} ({r['family']}, {shown_time(parse_iso(r['timestamp']))}): "
+        f"{plural(r['file_count'], 'file')}, {human_size(r['size'])} back in place "
+        f"from {ctx.root / '.trash' / item.trash_id}/",
+        file=ctx.out,
+    )
+    print(
+        f"Unless it is pinned, the next `gc --apply` may trash it again; to keep it: "
+        f"cryptorun artifacts pin --id {r['id']} --on",
+        file=ctx.out,
+    )
+    return errors.EXIT_OK
+
+
+def cmd_trash_list(args: argparse.Namespace, ctx: Context) -> int:
+    from . import trash
+
+    ctx.recover_if_possible("trash list")
+    found = trash.items(ctx.root)
+    days = ctx.config.trash_retention_days
+    now = now_utc()
+    if args.json:
+        dump_json(
+            {
+                "retention_days": days,
+                "items": [
+                    {
+                        "trash_id": t.trash_id,
+                        "id": t.run_id,
+                        "size": t.size,
+                        "record": t.record,
+                        "problem": t.problem or None,
+                    }
+                    for t in found
+                ],
+                "reports": trash.reports(ctx.root),
+            },
+            ctx.out,
+        )
+        return errors.EXIT_OK
+    if not found:
+        print(f"The trash is empty ({ctx.root / '.trash'}).", file=ctx.out)
+    else:
+        print(
+            f"{'TRASH ID':<12} {'FAMILY':<10} {'RUN TIMESTAMP':<19} {'TRASHED':<19} "
+            f"{'SIZE':<8} {'FILES':<5} PURGE",
+            file=ctx.out,
+        )
+    for t in found:
+        if t.record is None:
+            print(f"{t.trash_id:<12} no usable record, never purged: {t.problem}", file=ctx.out)
+            continue
+        r = t.record
+        trashed = parse_iso(r["trashed_at"])
+        left = (trashed + timedelta(days=days) - now).total_seconds()
+        due = f"in {int(left // 86400)}d {int(left % 86400 // 3600)}h" if left > 0 else "due"
+        print(
+            f"{t.trash_id:<12} {r['family']:<10} {shown_time(parse_iso(r['timestamp']))} "
+            f"{shown_time(trashed)} {human_size(t.size):<8} {r['file_count']:<5} {due}",
+            file=ctx.out,
+        )
+    if found:
+        total = human_size(sum(t.size for t in found))
+        print(
+            f"\n{plural(len(found), 'folder')}, {total}; purged {days} days after trashing "
+            "(trash.retention_days) by `gc --apply` and `trash purge`",
+            file=ctx.out,
+        )
+    return errors.EXIT_OK
+
+
+def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
+    from . import trash
+    from .policy import Duration
+
+    text = args.older_than or f"{ctx.config.trash_retention_days}d"
+    try:
+        duration = Duration.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"trash purge --older-than: {exc}") from None
+    now = now_utc()
+    cutoff = duration.before(now)
+    check_root(ctx.root)
+    with _fs.root_lock(ctx.root, "trash purge"):
+        ctx.refresh_locked(need_manifest=False)
+        doomed = trash.expired(ctx.root, cutoff)
+        trash.purge(ctx.root, doomed)
+    if not doomed:
+        print(f"Nothing in the trash was trashed more than {duration} ago.", file=ctx.out)
+        return errors.EXIT_OK
+    size = human_size(sum(t.size for t in doomed))
+    print(
+        f"Purged {plural(len(doomed), 'trash folder')} trashed more than {duration} ago "
+        f"({size}): {', '.join(t.trash_id for t in doomed)}",
+        file=ctx.out,
+    )
     return errors.EXIT_OK
 
 
@@ -297,6 +494,7 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
 
     check_root(ctx.root)
     config = ctx.config
+    ctx.recover_if_possible("verify")
     manifest = load_manifest(ctx.root)
     if manifest is None:
         raise UsageError(f"{ctx.root} has no manifest yet; run `cryptorun artifacts scan` first")
@@ -333,7 +531,7 @@ def cmd_pin(args: argparse.Namespace, ctx: Context) -> int:
     check_root(ctx.root)
     config = ctx.config
     with _fs.root_lock(ctx.root, "pin"):
-        manifest = refresh(ctx.root, config).manifest
+        manifest = ctx.refresh_locked().manifest
         entry = find_entry(manifest, args.id)
         config_family = config.config_pins().get(entry.id)
         if not args.on and config_family is not None:
@@ -435,15 +633,39 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     state.add_argument("--on", dest="on", action="store_true", help="pin it")
     state.add_argument("--off", dest="on", action="store_false", help="unpin it")
 
-    p = command("gc", cmd_gc, "plan retention: what would be deleted and why (a dry run)")
+    p = command("gc", cmd_gc, "plan retention (a dry run), or apply it: move runs to the trash")
+    p.add_argument("--dry-run", action="store_true", help="show the plan only (the default)")
     p.add_argument(
-        "--dry-run",
+        "--apply",
         action="store_true",
-        help="the default, and so far the only mode: nothing is deleted",
+        help="move the runs to delete into .trash/ (asks on a terminal unless --force)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="with --apply: do not ask (needed without a terminal)"
     )
     p.add_argument("--family", metavar="F", help="only this family")
-    p.add_argument("--json", action="store_true", help="machine-readable plan")
+    p.add_argument("--json", action="store_true", help="machine-readable plan (and result)")
     p.add_argument("--verbose", action="store_true", help="also list each kept run and why")
+
+    p = command("restore", cmd_restore, "move a trashed run back where it was")
+    p.add_argument(
+        "--id", required=True, metavar="ID", help="the run's id or trash folder (see `trash list`)"
+    )
+
+    p = command("trash", cmd_trash_list, "the trash: list it, or purge what has expired")
+    trash_sub = p.add_subparsers(dest="trash_command", metavar="ACTION", required=True)
+    t = trash_sub.add_parser("list", help="trashed runs: when, why, when they expire")
+    _global_options(t, suppress=True)
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.set_defaults(handler=cmd_trash_list)
+    t = trash_sub.add_parser("purge", help="delete for good what was trashed long enough ago")
+    _global_options(t, suppress=True)
+    t.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="trashed more than this long ago, e.g. 30d, 12h, 1y2m (default: trash.retention_days)",
+    )
+    t.set_defaults(handler=cmd_trash_purge)
 
     p = command(
         "verify",
@@ -460,6 +682,7 @@ def main(
     prog: str = "python -m artifacts_tasks",
     out: TextIO | None = None,
     err: TextIO | None = None,
+    inp: TextIO | None = None,
 ) -> int:
     """Run one command; return its exit code (callable from tests without a subprocess)."""
     out = out if out is not None else sys.stdout
@@ -474,7 +697,7 @@ def main(
     except SystemExit as exc:  # --help
         return errors.EXIT_OK if exc.code in (0, None) else errors.EXIT_USAGE
     try:
-        ctx = Context(args, out, err)
+        ctx = Context(args, out, err, inp)
         code: int = args.handler(args, ctx)
         return code
     except ArtifactsError as exc:

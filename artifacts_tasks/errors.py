@@ -119,3 +119,33 @@ class NotWritableError(ArtifactsError):
             f"cannot write in {root} ({why}); run as a user who may write there, "
             "or use `list` to read the last saved manifest"
         )
+
+
+class PlanValidationError(ArtifactsError):
+    """The gc plan broke a rule that must hold before anything is deleted: nothing moved."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"GC plan validation failed: {problem}; nothing was moved")
+
+
+class ApplyError(ArtifactsError):
+    """An apply (gc, restore, purge) could not be carried out; what it did was undone."""
+
+
+class JournalError(ArtifactsError):
+    """The journal of an interrupted apply cannot be trusted: nothing is touched."""
+
+    exit_code = EXIT_USAGE
+    label = "journal error"
+
+    def __init__(self, file: str, problem: str) -> None:
+        self.file = file
+        super().__init__(
+            f"{file}: {problem}; nothing was touched. Check that the files it names are in "
+            "place or in .trash/, then move it away and run `cryptorun artifacts scan`"
+        )
+
+
+class TrashError(ArtifactsError):
+    """A trash folder cannot be restored or read as recorded."""

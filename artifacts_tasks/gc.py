@@ -1,21 +1,31 @@
-"""Garbage collection: `plan` decides (pure); applying a plan comes next (journal, trash).
+"""Garbage collection: `plan` decides (pure), `apply` moves the doomed runs to the trash.
 
 The plan is computed per family by `policy.decide` and is shown before anything moves:
 the mission's *GC Plan Summary*, each run to delete with its reasons, and the JSON shape
-of DESIGN §6 for scripts.
+of DESIGN §6 for scripts. `apply` validates the plan, checks every file is still as
+scanned, and moves runs by rename under the journal protocol of `trash`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import errno
+import json
+import os
+import stat
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from . import _fs, trash
 from .config import SAFETY_RULES, Config
-from .manifest import Entry, Manifest
+from .errors import ApplyError, PlanValidationError
+from .manifest import Entry, Manifest, iso, shown_time
 from .pins import is_pinned
 from .policy import Verdict, decide
+from .text import human_size, plural
+from .trash import TrashItem
 
 
 @dataclass(frozen=True)
@@ -128,3 +138,299 @@ def summary_lines(p: GcPlan, size: Any) -> list[str]:
         freed = sum(v.item.size for v in verdicts if not v.keep)
         lines.append(f"  {name}: keep {kept}/{len(verdicts)}, delete {size(freed)}")
     return lines
+
+
+# ---- applying a plan ---------------------------------------------------------------------
+
+
+def validate(p: GcPlan, manifest: Manifest, config: Config, pins: Collection[str]) -> None:
+    """Refuse a plan that would delete a protected run or reach outside the root.
+
+    Checked from the manifest, independently of the reasons the policy gave, so a bug
+    there cannot turn into a deletion.
+    """
+    from .trash import safe_rel
+
+    last_run, last_pass = manifest.markers()
+    markers = config.config_pins().keys() | set(pins)
+    for v in p.delete:
+        e = v.item
+        held = [
+            rule
+            for rule, holds in (
+                ("pinned", e.pinned or is_pinned(markers, e.id, e.family, e.directory, e.run_key)),
+                ("last_pass", e.id in last_pass),
+                ("last_run", e.id in last_run),
+            )
+            if holds or rule in v.reasons
+        ]
+        if held:
+            raise PlanValidationError(f"{e.id} ({e.family}) is protected ({', '.join(held)})")
+        prefix = f"{e.directory}/" if e.directory else ""
+        for f in e.files:
+            if (
+                not safe_rel(f.path)
+                or not f.path.startswith(prefix)
+                or "/" in f.path[len(prefix) :]
+            ):
+                raise PlanValidationError(f"{e.id} names a path outside its run: {f.path!r}")
+
+
+def check_as_scanned(root: Path, entry: Entry) -> tuple[str, int]:
+    """(why the run must be skipped, or "", the device of its directory)."""
+    try:
+        fd = _fs.open_dir_under(root, entry.directory)
+    except FileNotFoundError:
+        return f"its directory {entry.directory!r} vanished since the scan", 0
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return f"its directory {entry.directory!r} is now a symlink or not a directory", 0
+        return f"its directory cannot be opened ({exc.strerror})", 0
+    try:
+        for f in entry.files:
+            name = _fs.parent_and_name(f.path)[1]
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return f"{f.path} vanished since the scan", 0
+            except OSError as exc:
+                return f"{f.path} cannot be checked ({exc.strerror})", 0
+            if not stat.S_ISREG(st.st_mode):
+                return f"{f.path} is no longer a regular file", 0
+            if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+                return f"{f.path} changed since the scan (size or mtime)", 0
+        return "", os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Applied:
+    """What an applied gc did."""
+
+    moved: list[tuple[Verdict[Entry], str]]  # each run with its trash folder
+    skipped: list[dict[str, Any]]
+    reports: list[str]  # relative to the root
+    purged: list[TrashItem]
+
+
+def apply(
+    root: Path,
+    p: GcPlan,
+    manifest: Manifest,
+    config: Config,
+    *,
+    pins: Collection[str] = (),
+    refresh: Callable[[], object],
+) -> Applied:
+    """Move the plan's doomed runs into the trash; the caller holds the lock.
+
+    `refresh` brings the manifest up to date (without recovering: the journal is ours).
+    Any failure before the commit point undoes every move, refreshes, and raises.
+    """
+    validate(p, manifest, config, pins)
+    fd = trash.trash_root(root)
+    trash_dev = os.fstat(fd).st_dev
+    os.close(fd)
+    doomed: list[Verdict[Entry]] = []
+    skipped: list[dict[str, Any]] = []
+    for v in p.delete:
+        why, dev = check_as_scanned(root, v.item)
+        if why:
+            skipped.append({"id": v.item.id, "family": v.item.family, "reason": why})
+        elif dev != trash_dev:
+            raise ApplyError(
+                f"{root / trash.TRASH_DIR} is on another file system than "
+                f"{root / v.item.directory}; gc moves by rename and never copies. Make "
+                f"{trash.TRASH_DIR} a directory on the same file system (nothing was moved)"
+            )
+        else:
+            doomed.append(v)
+    purgeable = trash.expired(root, p.now - timedelta(days=config.trash_retention_days))
+    if not doomed and not skipped and not purgeable:
+        return Applied([], [], [], [])
+    trash_ids = trash.new_trash_ids(root, [v.item.id for v in doomed])
+    report_md, report_json = _report_names(root, p.now)
+    moves = {
+        tid: [
+            trash.Move(f.path, trash.trash_path(tid, f.path), f.size, f.mtime_ns, f.xxh3_128)
+            for f in v.item.files
+        ]
+        for v, tid in zip(doomed, trash_ids, strict=True)
+    }
+    journal = trash.Journal(
+        "gc",
+        p.now,
+        [m for ms in moves.values() for m in ms],
+        trash_ids,
+        prune=sorted({v.item.directory for v in doomed if v.item.directory}),
+        reports=[report_md, report_json],
+    )
+    applied = Applied(
+        list(zip(doomed, trash_ids, strict=True)),
+        skipped,
+        [f"{trash.TRASH_DIR}/{report_md}", f"{trash.TRASH_DIR}/{report_json}"],
+        purgeable,
+    )
+    trash.write_journal(root, journal)
+    _fs.failpoint("journal_written")
+    try:
+        for v, tid in applied.moved:
+            trash.write_record(root, tid, _record(v, p.now, report_md))
+            _fs.failpoint("record_written")
+            for m in moves[tid]:
+                trash.move(root, m)
+                _fs.failpoint("moved")
+        md, js = report(root, p, applied, config)
+        _fs.atomic_write(root / trash.TRASH_DIR / report_md, md.encode("utf-8", "surrogateescape"))
+        _fs.atomic_write(
+            root / trash.TRASH_DIR / report_json, js.encode("utf-8", "surrogateescape")
+        )
+        _fs.failpoint("report_written")
+        trash.commit(root, journal)
+    except BaseException as exc:
+        trash.abort(root, journal, refresh)
+        if isinstance(exc, OSError):
+            raise ApplyError(
+                f"gc --apply failed ({exc.strerror or exc}: {exc.filename or ''}); every file "
+                "it had moved is back in place, nothing was lost"
+            ) from exc
+        raise
+    trash.roll_forward(root, journal)
+    refresh()
+    _fs.failpoint("manifest_saved")
+    trash.remove_journal(root)
+    _fs.failpoint("journal_removed")
+    trash.purge(root, purgeable)
+    return applied
+
+
+def _report_names(root: Path, now: datetime) -> tuple[str, str]:
+    stem = f"gc_report_{now.strftime('%Y%m%d_%H%M%S')}"
+    taken = set(trash.reports(root))
+    n = 1
+    name = stem
+    while f"{name}.md" in taken or f"{name}.json" in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return f"{name}.md", f"{name}.json"
+
+
+def _record(v: Verdict[Entry], now: datetime, report_md: str) -> dict[str, Any]:
+    e = v.item
+    return {
+        "format": trash.RECORD_FORMAT,
+        "version": 1,
+        "id": e.id,
+        "family": e.family,
+        "directory": e.directory,
+        "run_key": e.run_key,
+        "timestamp": iso(e.timestamp),
+        "status": e.status,
+        "trashed_at": iso(now),
+        "operation": "gc",
+        "report": report_md,
+        "reasons": list(v.reasons),
+        "size": e.size,
+        "file_count": e.file_count,
+        "files": [
+            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "xxh3_128": f.xxh3_128}
+            for f in e.files
+        ],
+    }
+
+
+def applied_json(p: GcPlan, applied: Applied) -> dict[str, Any]:
+    """`gc --apply --json`: the plan's shape (DESIGN §6) plus what was done."""
+    doc = plan_json(p, skipped=applied.skipped)
+    doc["applied"] = {
+        "moved": [
+            {
+                "id": v.item.id,
+                "family": v.item.family,
+                "trash_id": tid,
+                "size": v.item.size,
+                "file_count": v.item.file_count,
+            }
+            for v, tid in applied.moved
+        ],
+        "reports": applied.reports,
+        "purged": [
+            {
+                "trash_id": t.trash_id,
+                "id": t.run_id,
+                "trashed_at": t.record["trashed_at"] if t.record else None,
+                "size": t.size,
+            }
+            for t in applied.purged
+        ],
+    }
+    return doc
+
+
+def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str, str]:
+    """The gc report, Markdown and JSON: what moved where and why, what was kept and why."""
+    moved_bytes = sum(v.item.size for v, _ in applied.moved)
+    moved_files = sum(v.item.file_count for v, _ in applied.moved)
+    md = [
+        f"# GC Report {shown_time(p.now)} UTC",
+        "",
+        f"- Root: `{root}`",
+        f"- Applied at: {iso(p.now)} (pid {os.getpid()})",
+        f"- Moved to the trash: {plural(len(applied.moved), 'run')}, "
+        f"{plural(moved_files, 'file')}, {human_size(moved_bytes)} — restore one with "
+        "`cryptorun artifacts restore --id ID`",
+        f"- Skipped (changed since the scan): {len(applied.skipped)}",
+        f"- Purged from the trash (trashed more than {config.trash_retention_days} days ago): "
+        f"{plural(len(applied.purged), 'folder')}",
+        "",
+        "```text",
+        *summary_lines(p, human_size),
+        "```",
+        "",
+        "## Moved to the trash",
+        "",
+    ]
+    if applied.moved:
+        md += [
+            "| ID | Family | Timestamp | Size | Files | Trash folder | Reasons |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {v.item.id} | {_md(v.item.family)} | {shown_time(v.item.timestamp)} | "
+            f"{human_size(v.item.size)} | {v.item.file_count} | `.trash/{tid}/` | "
+            f"{_md('; '.join(v.reasons))} |"
+            for v, tid in applied.moved
+        ]
+    else:
+        md.append("Nothing.")
+    md += ["", "## Skipped", ""]
+    if applied.skipped:
+        md += ["| ID | Family | Why |", "|---|---|---|"]
+        md += [f"| {s['id']} | {_md(s['family'])} | {_md(s['reason'])} |" for s in applied.skipped]
+    else:
+        md.append("Nothing.")
+    md += ["", "## Kept", "", "| ID | Family | Timestamp | Reasons |", "|---|---|---|---|"]
+    md += [
+        f"| {v.item.id} | {_md(v.item.family)} | {shown_time(v.item.timestamp)} | "
+        f"{_md('; '.join(v.reasons))} |"
+        for v in p.keep
+    ]
+    md += ["", "## Purged from the trash", ""]
+    if applied.purged:
+        md += ["| Trash folder | Run | Trashed at | Size |", "|---|---|---|---|"]
+        md += [
+            f"| {t.trash_id} | {t.run_id} | {t.record['trashed_at'] if t.record else '?'} | "
+            f"{human_size(t.size)} |"
+            for t in applied.purged
+        ]
+    else:
+        md.append("Nothing.")
+    doc = applied_json(p, applied)
+    doc = {"format": "artifacts_tasks.gc_report", "version": 1, "applied_at": iso(p.now), **doc}
+    return "\n".join(md) + "\n", json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _md(text: str) -> str:
+    """Text fit for a Markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

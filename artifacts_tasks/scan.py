@@ -485,6 +485,7 @@ class Refreshed:
     result: ScanResult
     written: bool
     rebuilt_from: str | None = None  # why a refused manifest was rebuilt (scan --force)
+    notes: list[str] = field(default_factory=list)  # what recovering an interrupted apply did
 
     @property
     def manifest(self) -> Manifest:
@@ -507,8 +508,13 @@ def refresh(
     progress: Progress | None = None,
     need_manifest: bool = True,
     need_skipped: bool = False,
+    recover: bool = True,
 ) -> Refreshed:
     """Bring the manifest up to date with the tree (the caller holds the lock).
+
+    First, unless `recover` is off (an apply refreshing under its own journal), an apply
+    that was interrupted is finished or rolled back (`trash.recover`); its journal is
+    removed once the manifest agrees with the tree again.
 
     When the tree's signature equals the one recorded in an intact manifest, nothing
     changed: the manifest is neither rewritten nor, unless asked for, even parsed, and the
@@ -516,6 +522,28 @@ def refresh(
     """
     check_root(root)
     _fs.remove_stale_temps(root)  # left by a writer that died mid-write
+    notes: list[str] = []
+    journal = False
+    if recover:
+        from . import trash
+
+        journal = trash.has_journal(root)
+        notes = trash.recover(root)
+    done = _refresh(root, config, force, progress, need_manifest, need_skipped)
+    done.notes = notes
+    if journal:
+        trash.remove_journal(root)
+    return done
+
+
+def _refresh(
+    root: Path,
+    config: Config,
+    force: bool,
+    progress: Progress | None,
+    need_manifest: bool,
+    need_skipped: bool,
+) -> Refreshed:
     pinned = config.config_pins().keys() | pin_markers(load_pins(root))
     classifier = fam.Classifier(config.families)
     limit = config.indexing.max_files_per_scan

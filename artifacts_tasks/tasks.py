@@ -1,8 +1,8 @@
 """doit task creators, thin over the same library functions as the CLI.
 
-`from artifacts_tasks.tasks import *` in a dodo.py gives `scan` and `pin` on ./artifacts with
-./config/artifacts.yaml (or $ARTIFACTS_ROOT / $ARTIFACTS_CONFIG). For another root, config, or
-to run after the project's own tasks, use the factory:
+`from artifacts_tasks.tasks import *` in a dodo.py gives `scan`, `pin`, `gc` and `gc_apply`
+on ./artifacts with ./config/artifacts.yaml (or $ARTIFACTS_ROOT / $ARTIFACTS_CONFIG). For
+another root, config, or to run after the project's own tasks, use the factory:
 
     globals().update(make_tasks(root="out/artifacts", after=["verify"]))
 
@@ -20,7 +20,7 @@ import xxhash
 
 from .config import DEFAULT_CONFIG_PATH, Family, load_config
 
-__all__ = ["make_tasks", "task_gc", "task_pin", "task_scan"]
+__all__ = ["make_tasks", "task_gc", "task_gc_apply", "task_pin", "task_scan"]
 
 TaskCreator = Callable[[], dict[str, Any]]
 _SIG_KEY = "artifacts_tree_signature"
@@ -98,6 +98,8 @@ class TreeSignature:
             "tree": tree.digest,
             "pins": _stat_key(self.root / ".pins.json"),
             "manifest": _stat_key(self.root / ".manifest.json"),
+            # An interrupted apply's journal: the scan must run, and recover it.
+            "journal": _stat_key(self.root / ".journal.json"),
         }
 
 
@@ -177,7 +179,8 @@ def make_tasks(
     *,
     after: Sequence[str] = (),
 ) -> dict[str, TaskCreator]:
-    """doit task creators (`task_scan`, `task_pin`) bound to a root and config.
+    """doit task creators (`task_scan`, `task_pin`, `task_gc`, `task_gc_apply`) bound to a
+    root and config.
 
     `after` names the project's own tasks that must run first (doit `task_dep`), so
     `doit scan` after a verification task needs no chaining on the command line.
@@ -224,10 +227,26 @@ def make_tasks(
             "verbosity": 2,
         }
 
-    return {"task_scan": task_scan, "task_pin": task_pin, "task_gc": task_gc}
+    def task_gc_apply() -> dict[str, Any]:
+        """Apply the retention plan: move the runs it deletes to the trash (no questions:
+        running the task is the confirmation). Config and manifest are checked against
+        their schemas before anything moves."""
+        return {
+            "actions": [_cli_action(["gc", "--apply", "--force", *common])],
+            "task_dep": list(after),
+            "verbosity": 2,
+        }
+
+    return {
+        "task_scan": task_scan,
+        "task_pin": task_pin,
+        "task_gc": task_gc,
+        "task_gc_apply": task_gc_apply,
+    }
 
 
 _defaults = make_tasks()
 task_scan = _defaults["task_scan"]
 task_pin = _defaults["task_pin"]
 task_gc = _defaults["task_gc"]
+task_gc_apply = _defaults["task_gc_apply"]

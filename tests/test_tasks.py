@@ -307,17 +307,18 @@ def test_repository_dodo_scans_by_default(tmp_path: Path) -> None:
 
 def test_library_sets_no_doit_config_and_exports_only_tasks() -> None:
     assert not hasattr(tasks_module, "DOIT_CONFIG")
-    assert sorted(tasks_module.__all__) == ["make_tasks", "task_gc", "task_pin", "task_scan"]
+    exported = ["make_tasks", "task_gc", "task_gc_apply", "task_pin", "task_scan"]
+    assert sorted(tasks_module.__all__) == exported
     namespace: dict[str, Any] = {}
     exec("from artifacts_tasks.tasks import *", namespace)
     namespace.pop("__builtins__")
-    assert sorted(namespace) == ["make_tasks", "task_gc", "task_pin", "task_scan"]
+    assert sorted(namespace) == exported
     assert "DOIT_CONFIG" not in namespace
-    for name in ("task_gc", "task_pin", "task_scan"):
+    for name in exported[1:]:
         assert isinstance(namespace[name](), dict)
 
 
-def test_star_import_defines_only_scan_gc_and_pin(tmp_path: Path) -> None:
+def test_star_import_defines_only_the_library_tasks(tmp_path: Path) -> None:
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "dodo.py").write_text(STAR_DODO)
@@ -325,6 +326,7 @@ def test_star_import_defines_only_scan_gc_and_pin(tmp_path: Path) -> None:
     assert r.code == 0, r
     assert sorted(line.split()[0] for line in r.out.splitlines() if line.strip()) == [
         "gc",
+        "gc_apply",
         "pin",
         "scan",
     ]

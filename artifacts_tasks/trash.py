@@ -1,0 +1,585 @@
+"""The trash and the journal that makes every move into or out of it undoable.
+
+Layout (DESIGN §5): `.trash/<trash-id>/` holds a trashed run's files at their paths
+relative to the root (so `cp -r .trash/<id>/* artifacts/` puts them back by hand) and
+`.record.json`: where they came from, when they were trashed, why, and their checksums.
+The trash id is the run's id, or `<id>.2`, `<id>.3`, ... when that folder is taken.
+
+Protocol of an apply (gc moving runs in, restore moving one out):
+
+1. the journal `.journal.json` lists every move, written and fsynced before anything moves
+   (state `moving`);
+2. records, renames, reports; nothing is fsynced one by one;
+3. one syncfs(2), then the journal is rewritten with state `committed`: the commit point;
+4. the rest (removing emptied directories, a restored run's record) can be done again;
+5. the manifest is refreshed, then the journal is removed.
+
+A command that finds a journal (and holds the lock, so its writer is gone) calls `recover`:
+before the commit point it rolls back (each file still as journaled goes back to where it
+was; trash folders left without files are removed), after it it rolls forward. Both are
+idempotent, so a second crash during recovery is recovered the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import _fs
+from .errors import ApplyError, JournalError, TrashError, UsageError
+from .manifest import iso, parse_iso
+
+TRASH_DIR = ".trash"
+JOURNAL_NAME = ".journal.json"
+RECORD_NAME = ".record.json"
+PURGE_PREFIX = ".purge-"
+JOURNAL_FORMAT = "artifacts_tasks.journal"
+RECORD_FORMAT = "artifacts_tasks.trash_record"
+
+
+def safe_rel(path: object, *, in_trash: bool = False) -> bool:
+    """A relative POSIX path with no empty, `.` or `..` part (and no dot part outside the
+    trash): the only kind of path the journal and the records may name."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\0" in path:
+        return False
+    parts = path.split("/")
+    if in_trash:
+        if len(parts) < 3 or parts[0] != TRASH_DIR or not is_trash_id(parts[1]):
+            return False
+        parts = parts[2:]
+    return all(p and p[0] != "." for p in parts)
+
+
+def is_trash_id(name: str) -> bool:
+    """`0123abcd` or `0123abcd.2`: what gc names trash folders (and nothing else)."""
+    run_id, _, n = name.partition(".")
+    return (
+        8 <= len(run_id) <= 32
+        and all(c in "0123456789abcdef" for c in run_id)
+        and (not n or (n.isdigit() and n[0] != "0"))
+    )
+
+
+# ---- the journal -----------------------------------------------------------------------
+
+
+class Move(NamedTuple):
+    """One file moved by an apply: from `src` to `dst`, both relative to the root."""
+
+    src: str
+    dst: str
+    size: int
+    mtime_ns: int
+    xxh3_128: str
+
+
+@dataclass
+class Journal:
+    operation: str  # "gc" or "restore"
+    started_at: datetime
+    moves: list[Move]
+    trash_ids: list[str]  # gc: folders it creates; restore: the folder it empties
+    prune: list[str] = field(default_factory=list)  # directories gc may leave empty
+    reports: list[str] = field(default_factory=list)  # report file names in .trash/
+    state: str = "moving"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": JOURNAL_FORMAT,
+            "version": 1,
+            "operation": self.operation,
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "pid": os.getpid(),
+            "moves": [list(m) for m in self.moves],
+            "trash_ids": self.trash_ids,
+            "prune": self.prune,
+            "reports": self.reports,
+        }
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, shown: str) -> Journal:
+        """A journal, checked so that following it can only touch the root's own files."""
+        try:
+            data = json.loads(raw)
+            if data["format"] != JOURNAL_FORMAT or data["version"] != 1:
+                raise JournalError(shown, "is not a journal this version wrote")
+            op, state = data["operation"], data["state"]
+            if op not in ("gc", "restore") or state not in ("moving", "committed"):
+                raise JournalError(shown, f"unknown operation or state: {op!r}, {state!r}")
+            moves = [
+                Move(str(s), str(d), int(n), int(t), str(h)) for s, d, n, t, h in data["moves"]
+            ]
+            trash_ids = [str(t) for t in data["trash_ids"]]
+            prune = [str(p) for p in data["prune"]]
+            reports = [str(r) for r in data["reports"]]
+            started = parse_iso(data["started_at"])
+        except JournalError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise JournalError(shown, f"is truncated or malformed ({exc})") from None
+        into_trash = op == "gc"
+        for m in moves:
+            outside, inside = (m.src, m.dst) if into_trash else (m.dst, m.src)
+            if not safe_rel(outside) or not safe_rel(inside, in_trash=True):
+                raise JournalError(shown, f"names a path it may not touch: {m.src!r} -> {m.dst!r}")
+        bad = [t for t in trash_ids if not is_trash_id(t)]
+        bad += [p for p in prune if not safe_rel(p)]
+        bad += [r for r in reports if not (r.startswith("gc_report_") and "/" not in r)]
+        if bad:
+            raise JournalError(shown, f"names a path it may not touch: {bad[0]!r}")
+        return cls(op, started, moves, trash_ids, prune, reports, state)
+
+
+def journal_path(root: Path) -> Path:
+    return root / JOURNAL_NAME
+
+
+def has_journal(root: Path) -> bool:
+    return os.path.lexists(journal_path(root))
+
+
+def write_journal(root: Path, journal: Journal) -> None:
+    """Write the journal durably (temp + fsync + rename + directory fsync)."""
+    data = json.dumps(journal.to_json(), separators=(",", ":")).encode("utf-8", "surrogateescape")
+    _fs.atomic_write(journal_path(root), data + b"\n")
+
+
+def remove_journal(root: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal_path(root))
+    _fs.fsync_dir(root)
+
+
+def commit(root: Path, journal: Journal) -> None:
+    """Make every move durable, then mark the journal committed: from here on, forward."""
+    _fs.sync_filesystem(root)
+    journal.state = "committed"
+    write_journal(root, journal)
+    _fs.failpoint("committed")
+
+
+def read_journal(root: Path) -> Journal | None:
+    path = journal_path(root)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise JournalError(str(path), "is not a regular file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise JournalError(str(path), f"cannot be read ({exc.strerror})") from None
+    return Journal.from_bytes(raw, str(path))
+
+
+def recover(root: Path) -> list[str]:
+    """Finish or roll back an interrupted apply (the caller holds the lock).
+
+    Returns what was done, for the user, or [] when there was nothing to recover. The
+    journal stays until `remove_journal`, which the caller runs once the manifest agrees.
+    """
+    notes = _finish_purges(root)
+    _fs.remove_stale_temps(root / TRASH_DIR)  # a report or record half written
+    journal = read_journal(root)
+    if journal is None:
+        return notes
+    what = (
+        f"{'gc --apply' if journal.operation == 'gc' else 'restore'} of {iso(journal.started_at)}"
+    )
+    if journal.state == "committed":
+        roll_forward(root, journal)
+        return [*notes, f"finished the interrupted {what} (every move had been made)"]
+    back, left = rollback(root, journal)
+    note = f"rolled back the interrupted {what}: {back} file(s) back in place"
+    if left:
+        note += f"; {len(left)} left in the trash with their record (their place is taken)"
+    return [*notes, note]
+
+
+def rollback(root: Path, journal: Journal) -> tuple[int, list[str]]:
+    """Undo the moves of an uncommitted journal; returns (files moved back, files left)."""
+    moved_back = 0
+    left: list[str] = []
+    for m in reversed(journal.moves):
+        at_dst = _stat_or_unsafe(root, m.dst)
+        if at_dst is None:
+            continue  # never moved (or already moved back)
+        if _stat_or_unsafe(root, m.src) is not None or not _is_journaled(at_dst, m):
+            left.append(m.dst)  # its place is taken, or it is not the file that moved
+            continue
+        _rename(root, m.dst, m.src)
+        moved_back += 1
+        _fs.failpoint("rollback_moved")
+    if journal.operation == "gc":
+        for name in journal.reports:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(root / TRASH_DIR / name)
+        for trash_id in journal.trash_ids:
+            _remove_if_only_record(root / TRASH_DIR / trash_id)
+    _fs.sync_filesystem(root)
+    return moved_back, left
+
+
+def abort(root: Path, journal: Journal, refresh: Callable[[], object]) -> None:
+    """Undo an apply that failed before its commit point (the caller re-raises)."""
+    try:
+        rollback(root, journal)
+        refresh()
+    except Exception as exc:
+        raise ApplyError(
+            f"an apply failed and undoing it failed too ({exc}); its journal "
+            f"{journal_path(root)} stays, and the next command finishes the undo"
+        ) from exc
+    remove_journal(root)
+
+
+def roll_forward(root: Path, journal: Journal) -> None:
+    """The steps after the commit point, each harmless to repeat."""
+    if journal.operation == "gc":
+        prune_empty_dirs(root, journal.prune)
+    else:
+        for trash_id in journal.trash_ids:
+            _remove_if_only_record(root / TRASH_DIR / trash_id)
+    _fs.failpoint("rolled_forward")
+
+
+def _stat_or_unsafe(root: Path, rel: str) -> os.stat_result | None:
+    try:
+        return _fs.lstat_under(root, rel)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return None  # a directory on the way is now a symlink or a file: not ours
+        raise
+
+
+def _is_journaled(st: os.stat_result, m: Move) -> bool:
+    """The file is the one that moved: a rename keeps size and mtime."""
+    return stat.S_ISREG(st.st_mode) and st.st_size == m.size and st.st_mtime_ns == m.mtime_ns
+
+
+def _rename(root: Path, src: str, dst: str) -> None:
+    """Rename `root/src` to `root/dst`, creating `dst`'s directories, following no symlink."""
+    src_dir, src_name = _fs.parent_and_name(src)
+    dst_dir, dst_name = _fs.parent_and_name(dst)
+    sfd = _fs.open_dir_under(root, src_dir)
+    try:
+        dfd = _fs.makedirs_under(root, dst_dir)
+        try:
+            os.rename(src_name, dst_name, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _remove_if_only_record(folder: Path) -> bool:
+    """Remove a trash folder that holds nothing but its record and directories."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    for dirpath, dirnames, filenames in os.walk(folder):
+        files = [f for f in filenames if not (f == RECORD_NAME and dirpath == str(folder))]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        if files or links:
+            return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / RECORD_NAME)
+    for dirpath, _dirs, _files in sorted(os.walk(folder, topdown=False), key=lambda w: -len(w[0])):
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(dirpath)
+    return True
+
+
+def prune_empty_dirs(root: Path, dirs: Sequence[str]) -> None:
+    """Remove each directory (and then its parents) that is now empty, never the root."""
+    for rel in sorted(set(dirs), key=lambda d: -d.count("/")):
+        while rel:
+            head, name = _fs.parent_and_name(rel)
+            try:
+                fd = _fs.open_dir_under(root, head)
+            except OSError:
+                break
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                break  # not empty (or gone, or not ours): stop climbing
+            finally:
+                os.close(fd)
+            rel = head
+
+
+# ---- moving runs into the trash (used by gc) ---------------------------------------------
+
+
+def trash_root(root: Path) -> int:
+    """An fd of `.trash/`, created when missing; a symlink there is refused."""
+    try:
+        return _fs.makedirs_under(root, TRASH_DIR)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            from .errors import UnsafeFileError
+
+            raise UnsafeFileError(str(root / TRASH_DIR), "is not a directory") from None
+        raise
+
+
+def new_trash_ids(root: Path, run_ids: Sequence[str]) -> list[str]:
+    """A free folder name per run: its id, else `<id>.2`, `<id>.3`, ..."""
+    taken = set(os.listdir(root / TRASH_DIR)) if (root / TRASH_DIR).is_dir() else set()
+    chosen = []
+    for run_id in run_ids:
+        name, n = run_id, 1
+        while name in taken:
+            n += 1
+            name = f"{run_id}.{n}"
+        taken.add(name)
+        chosen.append(name)
+    return chosen
+
+
+def trash_path(trash_id: str, rel: str) -> str:
+    return f"{TRASH_DIR}/{trash_id}/{rel}"
+
+
+def write_record(root: Path, trash_id: str, record: dict[str, Any]) -> None:
+    """The folder's record, before its files move in (fsynced with the rest at the commit)."""
+    fd = _fs.makedirs_under(root, f"{TRASH_DIR}/{trash_id}")
+    try:
+        data = json.dumps(record, indent=1).encode("utf-8", "surrogateescape") + b"\n"
+        rfd = os.open(
+            RECORD_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
+        )
+        with os.fdopen(rfd, "wb") as f:
+            f.write(data)
+    finally:
+        os.close(fd)
+
+
+def move(root: Path, m: Move) -> None:
+    _rename(root, m.src, m.dst)
+
+
+# ---- reading the trash -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrashItem:
+    """One trash folder: its record, or why it has none we can use."""
+
+    trash_id: str
+    record: dict[str, Any] | None
+    problem: str = ""
+    size: int = 0
+
+    @property
+    def trashed_at(self) -> datetime | None:
+        return parse_iso(self.record["trashed_at"]) if self.record else None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.record["id"]) if self.record else self.trash_id.partition(".")[0]
+
+
+def read_record(root: Path, trash_id: str) -> dict[str, Any]:
+    """A folder's record, checked against its schema and for paths it may name."""
+    from .config import schema_error
+
+    path = root / TRASH_DIR / trash_id / RECORD_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise TrashError(f"{path} is not a regular file")
+            data = json.loads(f.read(16 << 20))
+    except FileNotFoundError:
+        raise TrashError(f"{path} is missing") from None
+    except OSError as exc:
+        raise TrashError(f"{path} cannot be read ({exc.strerror})") from None
+    except (ValueError, RecursionError):
+        raise TrashError(f"{path} is not valid JSON (truncated?)") from None
+    found = schema_error("trash_record.schema.json", data)
+    if found is not None:
+        key, problem = found
+        raise TrashError(f"{path} fails its schema at {key or 'the top level'}: {problem}")
+    bad = [f["path"] for f in data["files"] if not safe_rel(f["path"])]
+    if bad:
+        raise TrashError(f"{path} names a path outside the root: {bad[0]!r}")
+    return dict(data)
+
+
+def items(root: Path) -> list[TrashItem]:
+    """Every trash folder, oldest trashed first (folders without a usable record last)."""
+    try:
+        names = os.listdir(root / TRASH_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for name in names:
+        if name.startswith(".") or not os.path.isdir(root / TRASH_DIR / name):
+            continue
+        if os.path.islink(root / TRASH_DIR / name):
+            continue
+        size = _tree_size(root / TRASH_DIR / name)
+        try:
+            found.append(TrashItem(name, read_record(root, name), size=size))
+        except TrashError as exc:
+            found.append(TrashItem(name, None, str(exc), size))
+    return sorted(
+        found, key=lambda t: (t.record is None, t.record and t.record["trashed_at"], t.trash_id)
+    )
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes of the trashed files (not the record)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            if name == RECORD_NAME and dirpath == str(folder):
+                continue
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def reports(root: Path) -> list[str]:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return sorted(n for n in os.listdir(root / TRASH_DIR) if n.startswith("gc_report_"))
+    return []
+
+
+# ---- purging -----------------------------------------------------------------------------
+
+
+def expired(root: Path, cutoff: datetime) -> list[TrashItem]:
+    """Trash folders trashed at or before `cutoff`, by their records (never by mtimes)."""
+    return [t for t in items(root) if t.trashed_at is not None and t.trashed_at <= cutoff]
+
+
+def purge(root: Path, doomed: Sequence[TrashItem]) -> None:
+    """Delete trash folders for good: each is first renamed out of sight (atomic), then
+    removed, so a crash leaves it whole or already gone from `trash list`."""
+    for item in doomed:
+        hidden = f"{PURGE_PREFIX}{item.trash_id}"
+        os.rename(root / TRASH_DIR / item.trash_id, root / TRASH_DIR / hidden)
+        _fs.failpoint("purge_renamed")
+        shutil.rmtree(root / TRASH_DIR / hidden)
+    if doomed:
+        _fs.fsync_dir(root / TRASH_DIR)
+
+
+def _finish_purges(root: Path) -> list[str]:
+    """Remove what an interrupted purge had already renamed out of sight."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        left = [n for n in os.listdir(root / TRASH_DIR) if n.startswith(PURGE_PREFIX)]
+        for name in left:
+            path = root / TRASH_DIR / name
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        if left:
+            return [f"finished an interrupted purge of {len(left)} trash folder(s)"]
+    return []
+
+
+# ---- restoring ---------------------------------------------------------------------------
+
+
+def find(root: Path, wanted: str) -> TrashItem:
+    """The trash folder named `wanted`, or the only one holding the run with that id."""
+    found = items(root)
+    exact = [t for t in found if t.trash_id == wanted]
+    matches = exact or [t for t in found if t.record is not None and t.record["id"] == wanted]
+    if not matches:
+        names = sorted({t.trash_id for t in found} | {t.run_id for t in found})
+        close = [n for n in names if wanted and n.startswith(wanted)][:5]
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else "; see `cryptorun artifacts trash list`"
+        )
+        raise UsageError(f"nothing in the trash with id {wanted!r}{hint}")
+    if len(matches) > 1:
+        listed = ", ".join(t.trash_id for t in matches)
+        raise UsageError(f"run {wanted} was trashed more than once; restore one of: {listed}")
+    return matches[0]
+
+
+def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[], object]) -> None:
+    """Move a trashed run back where it was (the caller holds the lock).
+
+    Every file is checked against its recorded checksum first, and nothing is overwritten:
+    when any place is taken, nothing moves.
+    """
+    if item.record is None:
+        raise TrashError(f"cannot restore {item.trash_id}: {item.problem}")
+    moves = []
+    taken = []
+    for f in item.record["files"]:
+        src = trash_path(item.trash_id, f["path"])
+        st = _stat_or_unsafe(root, src)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise TrashError(f"{src} is missing from the trash; nothing was restored")
+        if st.st_size != f["size"] or _xxh3(root, src) != f["xxh3_128"]:
+            raise TrashError(f"{src} differs from its recorded checksum; nothing was restored")
+        try:
+            if _fs.lstat_under(root, f["path"]) is not None:
+                taken.append(f["path"])
+        except OSError:
+            taken.append(f"{f['path']} (a directory on the way is not a directory)")
+        moves.append(Move(src, f["path"], st.st_size, st.st_mtime_ns, f["xxh3_128"]))
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise TrashError(
+            f"refusing to overwrite {_fs.display_path(taken[0])}{more}: move it away and "
+            f"retry (nothing was restored)"
+        )
+    journal = Journal("restore", now, moves, [item.trash_id])
+    write_journal(root, journal)
+    _fs.failpoint("journal_written")
+    try:
+        for m in moves:
+            move(root, m)
+            _fs.failpoint("moved")
+        commit(root, journal)
+    except BaseException as exc:
+        abort(root, journal, refresh)
+        if isinstance(exc, OSError):
+            raise ApplyError(
+                f"restore failed ({exc.strerror or exc}); every file is back in the trash"
+            ) from exc
+        raise
+    roll_forward(root, journal)
+    refresh()
+    _fs.failpoint("manifest_saved")
+    remove_journal(root)
+
+
+def _xxh3(root: Path, rel: str) -> str:
+    import xxhash
+
+    head, name = _fs.parent_and_name(rel)
+    dfd = _fs.open_dir_under(root, head)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    h = xxhash.xxh3_128()
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return str(h.hexdigest())
