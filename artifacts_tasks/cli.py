@@ -78,9 +78,9 @@ class Context:
 
     def recover_if_possible(self, command: str) -> None:
         """For commands that only read: recover an interrupted apply when the lock is free."""
-        from .trash import has_journal
+        from .trash import needs_recovery
 
-        if not has_journal(self.root):
+        if not needs_recovery(self.root):
             return
         try:
             self.refresh(command, need_manifest=False)

@@ -148,6 +148,15 @@ def has_journal(root: Path) -> bool:
     return os.path.lexists(journal_path(root))
 
 
+def needs_recovery(root: Path) -> bool:
+    """An apply's journal, or a purge's leftovers: what `recover` has to finish."""
+    if has_journal(root):
+        return True
+    with contextlib.suppress(OSError):
+        return any(n.startswith(PURGE_PREFIX) for n in os.listdir(root / TRASH_DIR))
+    return False
+
+
 def write_journal(root: Path, journal: Journal) -> None:
     """Write the journal durably (temp + fsync + rename + directory fsync)."""
     data = json.dumps(journal.to_json(), separators=(",", ":")).encode("utf-8", "surrogateescape")
