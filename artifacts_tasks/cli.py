@@ -464,7 +464,9 @@ def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
     from . import trash
     from .policy import Duration
 
-    text = args.older_than or f"{ctx.config.trash_retention_days}d"
+    text = args.older_than
+    if text is None:
+        text = f"{ctx.config.trash_retention_days}d"
     try:
         duration = Duration.parse(text)
     except ValueError as exc:

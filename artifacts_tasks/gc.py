@@ -275,12 +275,9 @@ def apply(
     trash.write_journal(root, journal)
     _fs.failpoint("journal_written")
     try:
-        for v, tid in applied.moved:
-            trash.write_record(root, tid, _record(v, p.now, report_md))
-            _fs.failpoint("record_written")
-            for m in moves[tid]:
-                trash.move(root, m)
-                _fs.failpoint("moved")
+        with trash.Mover(root) as mover:
+            for v, tid in applied.moved:
+                mover.put(tid, _record(v, p.now, report_md), moves[tid])
         md, js = report(root, p, applied, config)
         _fs.atomic_write(root / trash.TRASH_DIR / report_md, md.encode("utf-8", "surrogateescape"))
         _fs.atomic_write(
@@ -428,7 +425,7 @@ def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str
         md.append("Nothing.")
     doc = applied_json(p, applied)
     doc = {"format": "artifacts_tasks.gc_report", "version": 1, "applied_at": iso(p.now), **doc}
-    return "\n".join(md) + "\n", json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return "\n".join(md) + "\n", json.dumps(doc, ensure_ascii=False) + "\n"
 
 
 def _md(text: str) -> str:

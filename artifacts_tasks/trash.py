@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import _fs
-from .errors import ApplyError, JournalError, TrashError, UsageError
+from .errors import ApplyError, JournalError, TrashError, UnsafeFileError, UsageError
 from .manifest import iso, parse_iso
 
 TRASH_DIR = ".trash"
@@ -144,6 +144,30 @@ def journal_path(root: Path) -> Path:
     return root / JOURNAL_NAME
 
 
+def trash_dir(root: Path, *, strict: bool = True) -> Path | None:
+    """`root/.trash` when it is a directory; None when absent. A symlink (or a file) there
+    is never followed: `strict` refuses it, otherwise it counts as no trash at all."""
+    path = root / TRASH_DIR
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return path
+    if strict:
+        raise UnsafeFileError(str(path), "is a symlink or not a directory")
+    return None
+
+
+def _open_trash(root: Path) -> int:
+    """An fd of `.trash/` opened without following a symlink (raises when absent)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _open_dir(TRASH_DIR, fd)
+    finally:
+        os.close(fd)
+
+
 def has_journal(root: Path) -> bool:
     return os.path.lexists(journal_path(root))
 
@@ -152,8 +176,9 @@ def needs_recovery(root: Path) -> bool:
     """An apply's journal, or a purge's leftovers: what `recover` has to finish."""
     if has_journal(root):
         return True
+    folder = trash_dir(root, strict=False)
     with contextlib.suppress(OSError):
-        return any(n.startswith(PURGE_PREFIX) for n in os.listdir(root / TRASH_DIR))
+        return folder is not None and any(n.startswith(PURGE_PREFIX) for n in os.listdir(folder))
     return False
 
 
@@ -230,12 +255,13 @@ def rollback(root: Path, journal: Journal) -> tuple[int, list[str]]:
         _rename(root, m.dst, m.src)
         moved_back += 1
         _fs.failpoint("rollback_moved")
-    if journal.operation == "gc":
+    folder = trash_dir(root, strict=False)
+    if journal.operation == "gc" and folder is not None:
         for name in journal.reports:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(root / TRASH_DIR / name)
+                os.unlink(folder / name)
         for trash_id in journal.trash_ids:
-            _remove_if_only_record(root / TRASH_DIR / trash_id)
+            _remove_if_only_record(folder / trash_id)
     _fs.sync_filesystem(root)
     return moved_back, left
 
@@ -257,9 +283,9 @@ def roll_forward(root: Path, journal: Journal) -> None:
     """The steps after the commit point, each harmless to repeat."""
     if journal.operation == "gc":
         prune_empty_dirs(root, journal.prune)
-    else:
+    elif (folder := trash_dir(root, strict=False)) is not None:
         for trash_id in journal.trash_ids:
-            _remove_if_only_record(root / TRASH_DIR / trash_id)
+            _remove_if_only_record(folder / trash_id)
     _fs.failpoint("rolled_forward")
 
 
@@ -340,15 +366,14 @@ def trash_root(root: Path) -> int:
         return _fs.makedirs_under(root, TRASH_DIR)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            from .errors import UnsafeFileError
-
             raise UnsafeFileError(str(root / TRASH_DIR), "is not a directory") from None
         raise
 
 
 def new_trash_ids(root: Path, run_ids: Sequence[str]) -> list[str]:
     """A free folder name per run: its id, else `<id>.2`, `<id>.3`, ..."""
-    taken = set(os.listdir(root / TRASH_DIR)) if (root / TRASH_DIR).is_dir() else set()
+    folder = trash_dir(root)
+    taken = set(os.listdir(folder)) if folder is not None else set()
     chosen = []
     for run_id in run_ids:
         name, n = run_id, 1
@@ -364,22 +389,98 @@ def trash_path(trash_id: str, rel: str) -> str:
     return f"{TRASH_DIR}/{trash_id}/{rel}"
 
 
-def write_record(root: Path, trash_id: str, record: dict[str, Any]) -> None:
-    """The folder's record, before its files move in (fsynced with the rest at the commit)."""
-    fd = _fs.makedirs_under(root, f"{TRASH_DIR}/{trash_id}")
+class Mover:
+    """Puts runs into the trash for one apply, keeping the directories it uses open.
+
+    Each run gets a new folder (its name was chosen free), so its directories are made
+    without probing; the source directory stays open while consecutive runs share it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.trash_fd = trash_root(root)
+        self._src: tuple[str, int] | None = None
+
+    def put(self, trash_id: str, record: dict[str, Any], moves: Sequence[Move]) -> None:
+        """Make the folder, write its record (before any file moves in), move the files."""
+        os.mkdir(trash_id, 0o755, dir_fd=self.trash_fd)
+        made = {"": _open_dir(trash_id, self.trash_fd)}
+        try:
+            data = json.dumps(record).encode("utf-8", "surrogateescape") + b"\n"
+            fd = os.open(RECORD_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=made[""])
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            _fs.failpoint("record_written")
+            cut = len(TRASH_DIR) + len(trash_id) + 2
+            for m in moves:
+                head, name = _fs.parent_and_name(m.dst[cut:])
+                dst_fd = made.get(head)
+                if dst_fd is None:
+                    dst_fd = self._make_dirs(made, head)
+                src_dir, src_name = _fs.parent_and_name(m.src)
+                os.rename(src_name, name, src_dir_fd=self._src_fd(src_dir), dst_dir_fd=dst_fd)
+                _fs.failpoint("moved")
+        finally:
+            for fd in made.values():
+                os.close(fd)
+
+    def _make_dirs(self, made: dict[str, int], rel: str) -> int:
+        parent = made[""]
+        done = ""
+        for part in rel.split("/"):
+            done = f"{done}/{part}" if done else part
+            fd = made.get(done)
+            if fd is None:
+                os.mkdir(part, 0o755, dir_fd=parent)
+                fd = made[done] = _open_dir(part, parent)
+            parent = fd
+        return parent
+
+    def _src_fd(self, rel_dir: str) -> int:
+        if self._src is None or self._src[0] != rel_dir:
+            self.close()
+            self._src = (rel_dir, _fs.open_dir_under(self.root, rel_dir))
+        return self._src[1]
+
+    def close(self) -> None:
+        if self._src is not None:
+            os.close(self._src[1])
+            self._src = None
+
+    def __enter__(self) -> Mover:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        os.close(self.trash_fd)
+
+
+def _open_dir(name: str, dir_fd: int) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def move_all(root: Path, moves: Sequence[Move]) -> None:
+    """Rename each file to its place, opening each directory pair once."""
+    fds: dict[tuple[str, str], tuple[int, int]] = {}
     try:
-        data = json.dumps(record, indent=1).encode("utf-8", "surrogateescape") + b"\n"
-        rfd = os.open(
-            RECORD_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=fd
-        )
-        with os.fdopen(rfd, "wb") as f:
-            f.write(data)
+        for m in moves:
+            src_dir, src_name = _fs.parent_and_name(m.src)
+            dst_dir, dst_name = _fs.parent_and_name(m.dst)
+            pair = fds.get((src_dir, dst_dir))
+            if pair is None:
+                sfd = _fs.open_dir_under(root, src_dir)
+                try:
+                    dfd = _fs.makedirs_under(root, dst_dir)
+                except BaseException:
+                    os.close(sfd)
+                    raise
+                pair = fds[(src_dir, dst_dir)] = (sfd, dfd)
+            os.rename(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+            _fs.failpoint("moved")
     finally:
-        os.close(fd)
-
-
-def move(root: Path, m: Move) -> None:
-    _rename(root, m.src, m.dst)
+        for sfd, dfd in fds.values():
+            os.close(sfd)
+            os.close(dfd)
 
 
 # ---- reading the trash -------------------------------------------------------------------
@@ -432,10 +533,10 @@ def read_record(root: Path, trash_id: str) -> dict[str, Any]:
 
 def items(root: Path) -> list[TrashItem]:
     """Every trash folder, oldest trashed first (folders without a usable record last)."""
-    try:
-        names = os.listdir(root / TRASH_DIR)
-    except (FileNotFoundError, NotADirectoryError):
+    folder = trash_dir(root)
+    if folder is None:
         return []
+    names = os.listdir(folder)
     found = []
     for name in names:
         if name.startswith(".") or not os.path.isdir(root / TRASH_DIR / name):
@@ -465,9 +566,10 @@ def _tree_size(folder: Path) -> int:
 
 
 def reports(root: Path) -> list[str]:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        return sorted(n for n in os.listdir(root / TRASH_DIR) if n.startswith("gc_report_"))
-    return []
+    folder = trash_dir(root, strict=False)
+    if folder is None:
+        return []
+    return sorted(n for n in os.listdir(folder) if n.startswith("gc_report_"))
 
 
 # ---- purging -----------------------------------------------------------------------------
@@ -481,28 +583,35 @@ def expired(root: Path, cutoff: datetime) -> list[TrashItem]:
 def purge(root: Path, doomed: Sequence[TrashItem]) -> None:
     """Delete trash folders for good: each is first renamed out of sight (atomic), then
     removed, so a crash leaves it whole or already gone from `trash list`."""
-    for item in doomed:
-        hidden = f"{PURGE_PREFIX}{item.trash_id}"
-        os.rename(root / TRASH_DIR / item.trash_id, root / TRASH_DIR / hidden)
-        _fs.failpoint("purge_renamed")
-        shutil.rmtree(root / TRASH_DIR / hidden)
-    if doomed:
-        _fs.fsync_dir(root / TRASH_DIR)
+    if not doomed:
+        return
+    fd = _open_trash(root)
+    try:
+        for item in doomed:
+            hidden = f"{PURGE_PREFIX}{item.trash_id}"
+            os.rename(item.trash_id, hidden, src_dir_fd=fd, dst_dir_fd=fd)
+            _fs.failpoint("purge_renamed")
+            shutil.rmtree(hidden, dir_fd=fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _finish_purges(root: Path) -> list[str]:
     """Remove what an interrupted purge had already renamed out of sight."""
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        left = [n for n in os.listdir(root / TRASH_DIR) if n.startswith(PURGE_PREFIX)]
+    if not needs_recovery(root) or trash_dir(root, strict=False) is None:
+        return []
+    fd = _open_trash(root)
+    try:
+        left = [n for n in os.listdir(fd) if n.startswith(PURGE_PREFIX)]
         for name in left:
-            path = root / TRASH_DIR / name
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                shutil.rmtree(name, dir_fd=fd)
             else:
-                os.unlink(path)
-        if left:
-            return [f"finished an interrupted purge of {len(left)} trash folder(s)"]
-    return []
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    return [f"finished an interrupted purge of {len(left)} trash folder(s)"] if left else []
 
 
 # ---- restoring ---------------------------------------------------------------------------
@@ -511,8 +620,11 @@ def _finish_purges(root: Path) -> list[str]:
 def find(root: Path, wanted: str) -> TrashItem:
     """The trash folder named `wanted`, or the only one holding the run with that id."""
     found = items(root)
-    exact = [t for t in found if t.trash_id == wanted]
-    matches = exact or [t for t in found if t.record is not None and t.record["id"] == wanted]
+    matches = [
+        t
+        for t in found
+        if t.trash_id == wanted or ("." not in wanted and t.record and t.record["id"] == wanted)
+    ]
     if not matches:
         names = sorted({t.trash_id for t in found} | {t.run_id for t in found})
         close = [n for n in names if wanted and n.startswith(wanted)][:5]
@@ -561,9 +673,7 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
     write_journal(root, journal)
     _fs.failpoint("journal_written")
     try:
-        for m in moves:
-            move(root, m)
-            _fs.failpoint("moved")
+        move_all(root, moves)
         commit(root, journal)
     except BaseException as exc:
         abort(root, journal, refresh)
