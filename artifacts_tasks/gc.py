@@ -8,11 +8,13 @@ scanned, and moves runs by rename under the journal protocol of `trash`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc as pygc
 import json
 import os
 import stat
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,10 +70,38 @@ def plan(
     they hold even when the manifest was written before them (a saved manifest shown
     while another writer holds the lock, say).
     """
+    with _no_cyclic_gc():
+        return _plan(manifest, config, now, family, dry_run, pins)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cycle collector: a plan allocates a few objects per run, none in a
+    cycle, and on 100,000 runs the collector's passes over the manifest cost a third of
+    the time. Reference counting still frees everything."""
+    was_on = pygc.isenabled()
+    pygc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            pygc.enable()
+
+
+def _plan(
+    manifest: Manifest,
+    config: Config,
+    now: datetime,
+    family: str | None,
+    dry_run: bool,
+    pins: Collection[str],
+) -> GcPlan:
     runs: dict[str, list[Entry]] = {name: [] for name in config.family_names()}
     markers = config.config_pins().keys() | set(pins)
     for entry in manifest.entries:
-        held = is_pinned(markers, entry.id, entry.family, entry.directory, entry.run_key)
+        held = markers and is_pinned(
+            markers, entry.id, entry.family, entry.directory, entry.run_key
+        )
         if held and not entry.pinned:
             entry = entry._replace(pinned=True)
         runs.setdefault(entry.family, []).append(entry)

@@ -199,6 +199,13 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
             withins.append((i, rule, cut))
     seen_within: list[int | None] = [None] * len(_WITHIN_RULES)
     last_index = len(ordered) - 1
+    # Reasons are most of the work on a big family: build each distinct one once.
+    exhausted = [
+        f"beyond {rule[0]} {total}" for rule, total in zip(_COUNT_RULES, totals, strict=True)
+    ]
+    labels: list[dict[int, str]] = [{} for _ in _COUNT_RULES]
+    too_old = {i: f"older than keep_within_{rule[2]} {cut[1]}" for i, rule, cut in withins}
+    counter_names = [(i, rule[1]) for i, rule in active]
     verdicts: list[Verdict[T]] = []
     for nr, item in enumerate(ordered):
         t = item.timestamp
@@ -215,12 +222,14 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
         for i, (key, _, name, bucket, label) in active:
             total = totals[i]
             if counts[i] == 0:
-                rank = f" (rank {nr + 1})" if key == "keep" else ""
-                misses.append(f"beyond {'keep_last' if key == 'keep' else key} {total}{rank}")
+                misses.append(exhausted[i] if i else f"beyond keep_last {total} (rank {nr + 1})")
                 continue
             value = bucket(t, nr)
             if value == seen[i] and nr != last_index:
-                misses.append(f"{name} {label(t)} taken by a newer run")
+                text = labels[i].get(value)
+                if text is None:
+                    text = labels[i][value] = f"{name} {label(t)} taken by a newer run"
+                misses.append(text)
                 continue
             oldest = "oldest " if value == seen[i] else ""
             seen[i] = value
@@ -234,7 +243,7 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
             matches.append(Match(key, f"{oldest}{name} snapshot", oldest + ours))
         for i, (_, _, name, bucket, label), (cutoff, shown) in withins:
             if not t > cutoff:
-                misses.append(f"older than keep_within_{name} {shown}")
+                misses.append(too_old[i])
                 continue
             value = bucket(t, nr)
             if value == seen_within[i] and nr != last_index:
@@ -250,7 +259,7 @@ def apply_policy(items: Sequence[T], policy: Policy, *, now: datetime) -> list[V
                 )
             )
         if matches:
-            counters = {c[1]: counts[i] for i, c in enumerate(_COUNT_RULES) if counts[i] != 0}
+            counters = {name: counts[i] for i, name in counter_names if counts[i] != 0}
             verdicts.append(
                 Verdict(
                     item, nr + 1, True, tuple(matches), counters, tuple(m.reason for m in matches)
@@ -303,17 +312,19 @@ def decide(runs: Sequence[R], retention: Retention, *, now: datetime) -> list[Ve
     passing = [r for r in runs if r.status == "pass"]
     newest_pass = max(passing, key=lambda r: r.sort_key()).id if passing else None
     pins = set(retention.pin)
+    special = pins | {r.id for r in runs if r.pinned} | {newest, newest_pass}
     verdicts = []
     for v in apply_policy(runs, Policy.from_retention(retention), now=now):
         run = v.item
-        held = (
-            ("pinned", run.pinned or run.id in pins),
-            ("last_run", run.id == newest),
-            ("last_pass", run.id == newest_pass),
-        )
-        safety = tuple(name for name, holds in held if holds)
-        if safety:
-            reasons = safety + (v.reasons if v.keep else ())
-            v = Verdict(run, v.rank, True, v.matches, v.counters, reasons)
+        if run.id in special:  # most runs are not: skip building their safety tuple
+            held = (
+                ("pinned", run.pinned or run.id in pins),
+                ("last_run", run.id == newest),
+                ("last_pass", run.id == newest_pass),
+            )
+            safety = tuple(name for name, holds in held if holds)
+            if safety:
+                reasons = safety + (v.reasons if v.keep else ())
+                v = Verdict(run, v.rank, True, v.matches, v.counters, reasons)
         verdicts.append(v)
     return verdicts
