@@ -11,6 +11,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import LockHeldError, NotWritableError, UnsafeFileError
 
@@ -49,8 +50,8 @@ def remove_stale_temps(directory: Path) -> None:
         if not stat.S_ISDIR(os.lstat(directory).st_mode):
             return  # a symlink is never followed
         names = os.listdir(directory)
-    except FileNotFoundError:
-        return
+    except OSError:
+        return  # best effort: an unreadable directory is someone else's to report
     for name in names:
         if name.startswith(".") and ".tmp-" in name:
             pid = name.rsplit(".tmp-", 1)[1]
@@ -94,6 +95,12 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            pid, _, rest = holder.removeprefix("pid ").partition(" on ")
+            here = rest.startswith(f"{socket.gethostname()}:")
+            if holder.startswith("pid ") and pid.isdigit() and here and not _pid_alive(int(pid)):
+                # A writer killed outright leaves its line; the holder now is someone else
+                # (flock(1) in a script, say).
+                holder = f"holder unknown; the last recorded writer ({holder}) has exited"
             raise LockHeldError(str(lock_path), holder) from None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info = f"pid {os.getpid()} on {socket.gethostname()}: {command} since {stamp}\n"
@@ -179,15 +186,51 @@ def lstat_under(root: Path, rel: str) -> os.stat_result | None:
         os.close(fd)
 
 
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+    """Rename, but never over an existing `dst` (FileExistsError instead).
+
+    renameat2(RENAME_NOREPLACE) where the kernel and file system have it; elsewhere a
+    hard link (which refuses an existing name) then unlinking the source. A crash between
+    the two leaves both names on one inode, which recovery recognises.
+    """
+    import ctypes
+
+    libc = _libc()
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        if (
+            renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE)
+            == 0
+        ):
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), src, None, dst)
+    os.link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+    os.unlink(src, dir_fd=src_dir_fd)
+
+
+_LIBC: object = None
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _LIBC
+
+
 def sync_filesystem(path: Path) -> None:
     """Make every write on `path`'s file system durable: syncfs(2), or sync(2) without it."""
-    import ctypes
-    import ctypes.util
-
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
+        syncfs = getattr(_libc(), "syncfs", None)
         if syncfs is None or syncfs(fd) != 0:
             os.sync()
     finally:

@@ -65,7 +65,7 @@ class Context:
     def refresh_locked(self, **options: Any) -> Refreshed:
         """`refresh` for a command that holds the lock: recover, rescan, say what happened."""
         progress = make_progress("scan", enabled=self.progress)
-        done = refresh(self.root, self.config, progress=progress, **options)
+        done = refresh(self.root, self.config, progress=progress, recover=True, **options)
         for note in done.notes:
             print(f"note: {note}", file=self.err)
         for warning in done.result.warnings:
@@ -303,7 +303,13 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
         plan = gc.plan(saved, config, now=now_utc(), family=args.family, dry_run=False, pins=pins)
         if not args.json:
             print_plan(plan, ctx.out, verbose=args.verbose)
-        if not args.force and plan.delete and not confirm(plan, ctx):
+        elif not args.force:  # the question and what it is about go to the terminal
+            print_plan(plan, ctx.err, verbose=args.verbose)
+        if (
+            not args.force
+            and plan.delete
+            and not confirm(plan, ctx, ctx.err if args.json else ctx.out)
+        ):
             print("Nothing was changed.", file=ctx.out)
             return errors.EXIT_OK
         applied = gc.apply(ctx.root, plan, saved, config, pins=pins, refresh=ctx.refresh_quietly)
@@ -331,13 +337,13 @@ def print_plan(plan: Any, out: TextIO, *, verbose: bool) -> None:
             )
 
 
-def confirm(plan: Any, ctx: Context) -> bool:
+def confirm(plan: Any, ctx: Context, out: TextIO) -> bool:
     """Ask on the terminal; only `y` or `yes` goes ahead."""
     size = human_size(sum(v.item.size for v in plan.delete))
     print(
         f"\nMove {plural(len(plan.delete), 'run')} ({size}) to {ctx.root / '.trash'}? [y/N] ",
         end="",
-        file=ctx.out,
+        file=out,
         flush=True,
     )
     answer = ctx.inp.readline()
@@ -363,6 +369,8 @@ def print_applied(applied: Any, ctx: Context, retention_days: int) -> None:
             print(f"  {s['id']:<12} {s['family']:<10} {_fs.display_path(s['reason'])}", file=out)
     for rel in applied.reports[:1]:
         print(f"Report: {ctx.root / rel}", file=out)
+    if applied.purge_problem:
+        print(f"warning: {applied.purge_problem}", file=ctx.err)
     if applied.purged:
         size = human_size(sum(t.size for t in applied.purged))
         print(
@@ -406,6 +414,7 @@ def cmd_restore(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_trash_list(args: argparse.Namespace, ctx: Context) -> int:
     from . import trash
 
+    check_root(ctx.root)
     ctx.recover_if_possible("trash list")
     found = trash.items(ctx.root)
     days = ctx.config.trash_retention_days
@@ -715,6 +724,14 @@ def main(
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return errors.EXIT_OK
+    except OSError as exc:
+        # The file system refused (permissions, a full disk, an I/O error): not a bug, and
+        # every apply has undone or journaled its work before this reaches here.
+        if args.debug:
+            traceback.print_exc(file=err)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=err)
+        return errors.EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line unless --debug
         if args.debug:
             traceback.print_exc(file=err)

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import _fs, trash
 from .config import SAFETY_RULES, Config
-from .errors import ApplyError, PlanValidationError
+from .errors import ApplyError, PlanValidationError, TrashError
 from .manifest import Entry, Manifest, iso, shown_time
 from .pins import is_pinned
 from .policy import Verdict, decide
@@ -227,8 +227,8 @@ def check_as_scanned(root: Path, entry: Entry) -> tuple[str, int]:
                 return f"{f.path} cannot be checked ({exc.strerror})", 0
             if not stat.S_ISREG(st.st_mode):
                 return f"{f.path} is no longer a regular file", 0
-            if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
-                return f"{f.path} changed since the scan (size or mtime)", 0
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != (f.size, f.mtime_ns, f.inode):
+                return f"{f.path} changed since the scan (size, mtime or inode)", 0
         return "", os.fstat(fd).st_dev
     finally:
         os.close(fd)
@@ -242,6 +242,7 @@ class Applied:
     skipped: list[dict[str, Any]]
     reports: list[str]  # relative to the root
     purged: list[TrashItem]
+    purge_problem: str = ""  # why purging the expired trash stopped (the gc itself stands)
 
 
 def apply(
@@ -304,10 +305,15 @@ def apply(
     )
     trash.write_journal(root, journal)
     _fs.failpoint("journal_written")
+    mover = None
     try:
         with trash.Mover(root) as mover:
-            for v, tid in applied.moved:
-                mover.put(tid, _record(v, p.now, report_md), moves[tid])
+            for v, tid in list(applied.moved):
+                inodes = [f.inode for f in v.item.files]
+                why = mover.put(tid, _record(v, p.now, report_md), moves[tid], inodes)
+                if why:
+                    applied.moved.remove((v, tid))
+                    skipped.append({"id": v.item.id, "family": v.item.family, "reason": why})
         md, js = report(root, p, applied, config)
         _fs.atomic_write(root / trash.TRASH_DIR / report_md, md.encode("utf-8", "surrogateescape"))
         _fs.atomic_write(
@@ -318,17 +324,30 @@ def apply(
     except BaseException as exc:
         trash.abort(root, journal, refresh)
         if isinstance(exc, OSError):
+            at = f" at {_fs.display_path(mover.current)}" if mover and mover.current else ""
             raise ApplyError(
-                f"gc --apply failed ({exc.strerror or exc}: {exc.filename or ''}); every file "
-                "it had moved is back in place, nothing was lost"
+                f"gc --apply failed{at} ({exc.strerror or exc}); every file it had moved is "
+                "back in place, nothing was lost"
             ) from exc
         raise
     trash.roll_forward(root, journal)
-    refresh()
+    try:
+        refresh()
+    except OSError as exc:
+        raise ApplyError(
+            f"gc --apply moved {len(applied.moved)} run(s) to the trash, but the manifest "
+            f"could not be rewritten ({exc.strerror or exc}); the next command finishes that"
+        ) from exc
     _fs.failpoint("manifest_saved")
     trash.remove_journal(root)
     _fs.failpoint("journal_removed")
-    trash.purge(root, purgeable)
+    try:
+        trash.purge(root, purgeable)
+    except TrashError as exc:
+        applied.purge_problem = str(exc)
+        applied.purged = [
+            t for t in purgeable if not (root / trash.TRASH_DIR / t.trash_id).exists()
+        ]
     return applied
 
 
@@ -455,7 +474,7 @@ def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str
         md.append("Nothing.")
     doc = applied_json(p, applied)
     doc = {"format": "artifacts_tasks.gc_report", "version": 1, "applied_at": iso(p.now), **doc}
-    return "\n".join(md) + "\n", json.dumps(doc, ensure_ascii=False) + "\n"
+    return "\n".join(md) + "\n", json.dumps(doc) + "\n"  # ASCII: odd names stay valid JSON
 
 
 def _md(text: str) -> str:

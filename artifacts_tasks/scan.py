@@ -508,13 +508,14 @@ def refresh(
     progress: Progress | None = None,
     need_manifest: bool = True,
     need_skipped: bool = False,
-    recover: bool = True,
+    recover: bool = False,
 ) -> Refreshed:
     """Bring the manifest up to date with the tree (the caller holds the lock).
 
-    First, unless `recover` is off (an apply refreshing under its own journal), an apply
-    that was interrupted is finished or rolled back (`trash.recover`); its journal is
-    removed once the manifest agrees with the tree again.
+    With `recover` (only while holding `_fs.root_lock`: a journal is "interrupted" only
+    when its writer no longer holds the lock), an apply that was interrupted is first
+    finished or rolled back (`trash.recover`); its journal is removed once the manifest
+    agrees with the tree again. Every command does this before anything else.
 
     When the tree's signature equals the one recorded in an intact manifest, nothing
     changed: the manifest is neither rewritten nor, unless asked for, even parsed, and the

@@ -228,9 +228,11 @@ def make_tasks(
         }
 
     def task_gc_apply() -> dict[str, Any]:
-        """Apply the retention plan: move the runs it deletes to the trash (no questions:
-        running the task is the confirmation). Config and manifest are checked against
-        their schemas before anything moves."""
+        """Apply the retention plan: move the runs it deletes to artifacts/.trash/.
+
+        No questions: running the task is the confirmation. Config and manifest are checked
+        against their schemas before anything moves.
+        """
         return {
             "actions": [_cli_action(["gc", "--apply", "--force", *common])],
             "task_dep": list(after),

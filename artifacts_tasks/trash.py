@@ -30,7 +30,7 @@ import shutil
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,7 +125,14 @@ class Journal:
             started = parse_iso(data["started_at"])
         except JournalError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             raise JournalError(shown, f"is truncated or malformed ({exc})") from None
         into_trash = op == "gc"
         for m in moves:
@@ -196,7 +203,7 @@ def remove_journal(root: Path) -> None:
 
 def commit(root: Path, journal: Journal) -> None:
     """Make every move durable, then mark the journal committed: from here on, forward."""
-    _fs.sync_filesystem(root)
+    sync(root)
     journal.state = "committed"
     write_journal(root, journal)
     _fs.failpoint("committed")
@@ -235,24 +242,49 @@ def recover(root: Path) -> list[str]:
         roll_forward(root, journal)
         return [*notes, f"finished the interrupted {what} (every move had been made)"]
     back, left = rollback(root, journal)
-    note = f"rolled back the interrupted {what}: {back} file(s) back in place"
+    note = f"rolled back the interrupted {what}: {back} file(s) moved back"
     if left:
-        note += f"; {len(left)} left in the trash with their record (their place is taken)"
+        where = "in the trash with their record" if journal.operation == "gc" else "in place"
+        note += (
+            f"; {len(left)} left {where}, as their old place is taken or they changed "
+            f"(first: {_fs.display_path(left[0])})"
+        )
     return [*notes, note]
 
 
 def rollback(root: Path, journal: Journal) -> tuple[int, list[str]]:
-    """Undo the moves of an uncommitted journal; returns (files moved back, files left)."""
+    """Undo the moves of an uncommitted journal; returns (files moved back, files left).
+
+    A file goes back only when its place is free and it is the file that moved (same
+    size and mtime, as a rename keeps them, or else the journaled checksum: a copied tree
+    has new mtimes). A file whose place is taken, or not ours any more, stays where it is.
+    """
     moved_back = 0
     left: list[str] = []
     for m in reversed(journal.moves):
         at_dst = _stat_or_unsafe(root, m.dst)
         if at_dst is None:
             continue  # never moved (or already moved back)
-        if _stat_or_unsafe(root, m.src) is not None or not _is_journaled(at_dst, m):
-            left.append(m.dst)  # its place is taken, or it is not the file that moved
+        try:
+            at_src = _fs.lstat_under(root, m.src)
+        except OSError:
+            left.append(m.dst)  # a directory on its way back is now a symlink or a file
             continue
-        _rename(root, m.dst, m.src)
+        if at_src is not None:
+            if (at_src.st_ino, at_src.st_dev) == (at_dst.st_ino, at_dst.st_dev):
+                _unlink(root, m.dst)  # a link-then-unlink move cut in the middle
+                moved_back += 1
+            else:
+                left.append(m.dst)  # its place is taken
+            continue
+        if not _is_journaled(root, at_dst, m):
+            left.append(m.dst)
+            continue
+        try:
+            _rename(root, m.dst, m.src)
+        except OSError:
+            left.append(m.dst)
+            continue
         moved_back += 1
         _fs.failpoint("rollback_moved")
     folder = trash_dir(root, strict=False)
@@ -262,7 +294,7 @@ def rollback(root: Path, journal: Journal) -> tuple[int, list[str]]:
                 os.unlink(folder / name)
         for trash_id in journal.trash_ids:
             _remove_if_only_record(folder / trash_id)
-    _fs.sync_filesystem(root)
+    sync(root)
     return moved_back, left
 
 
@@ -270,13 +302,33 @@ def abort(root: Path, journal: Journal, refresh: Callable[[], object]) -> None:
     """Undo an apply that failed before its commit point (the caller re-raises)."""
     try:
         rollback(root, journal)
+    except Exception as exc:
+        raise ApplyError(
+            f"an apply failed and undoing it failed too ({_why(exc)}); its journal "
+            f"{journal_path(root)} stays, and the next command finishes the undo"
+        ) from exc
+    try:
         refresh()
     except Exception as exc:
         raise ApplyError(
-            f"an apply failed and undoing it failed too ({exc}); its journal "
-            f"{journal_path(root)} stays, and the next command finishes the undo"
+            f"an apply failed; every file it had moved is back in place, but the manifest "
+            f"could not be rewritten ({_why(exc)}); the next command finishes that"
         ) from exc
     remove_journal(root)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def sync(root: Path) -> None:
+    """syncfs(2) of the root's file system and the trash's, should it be another."""
+    _fs.sync_filesystem(root)
+    folder = trash_dir(root, strict=False)
+    if folder is not None and os.lstat(folder).st_dev != os.lstat(root).st_dev:
+        _fs.sync_filesystem(folder)
 
 
 def roll_forward(root: Path, journal: Journal) -> None:
@@ -298,9 +350,25 @@ def _stat_or_unsafe(root: Path, rel: str) -> os.stat_result | None:
         raise
 
 
-def _is_journaled(st: os.stat_result, m: Move) -> bool:
-    """The file is the one that moved: a rename keeps size and mtime."""
-    return stat.S_ISREG(st.st_mode) and st.st_size == m.size and st.st_mtime_ns == m.mtime_ns
+def _is_journaled(root: Path, st: os.stat_result, m: Move) -> bool:
+    """The file at `m.dst` is the one that moved."""
+    if not stat.S_ISREG(st.st_mode) or st.st_size != m.size:
+        return False
+    if st.st_mtime_ns == m.mtime_ns:
+        return True
+    try:
+        return _xxh3(root, m.dst) == m.xxh3_128
+    except OSError:
+        return False
+
+
+def _unlink(root: Path, rel: str) -> None:
+    head, name = _fs.parent_and_name(rel)
+    fd = _fs.open_dir_under(root, head)
+    try:
+        os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _rename(root: Path, src: str, dst: str) -> None:
@@ -311,7 +379,7 @@ def _rename(root: Path, src: str, dst: str) -> None:
     try:
         dfd = _fs.makedirs_under(root, dst_dir)
         try:
-            os.rename(src_name, dst_name, src_dir_fd=sfd, dst_dir_fd=dfd)
+            _fs.rename_noreplace(src_name, dst_name, src_dir_fd=sfd, dst_dir_fd=dfd)
         finally:
             os.close(dfd)
     finally:
@@ -400,11 +468,20 @@ class Mover:
         self.root = root
         self.trash_fd = trash_root(root)
         self._src: tuple[str, int] | None = None
+        self.current = ""  # the file being moved, for error messages
 
-    def put(self, trash_id: str, record: dict[str, Any], moves: Sequence[Move]) -> None:
-        """Make the folder, write its record (before any file moves in), move the files."""
+    def put(
+        self, trash_id: str, record: dict[str, Any], moves: Sequence[Move], inodes: Sequence[int]
+    ) -> str:
+        """Make the folder, write its record (before any file moves in), move the files.
+
+        Each file is checked once moved: the same inode, size and mtime as scanned (a file
+        replaced or rewritten after the plan's check is not the one planned). Otherwise the
+        run's files go back, its folder is removed, and the reason is returned ("" = done).
+        """
         os.mkdir(trash_id, 0o755, dir_fd=self.trash_fd)
         made = {"": _open_dir(trash_id, self.trash_fd)}
+        done: list[tuple[Move, int, str]] = []
         try:
             data = json.dumps(record).encode("utf-8", "surrogateescape") + b"\n"
             fd = os.open(RECORD_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=made[""])
@@ -412,17 +489,33 @@ class Mover:
                 f.write(data)
             _fs.failpoint("record_written")
             cut = len(TRASH_DIR) + len(trash_id) + 2
-            for m in moves:
+            for m, inode in zip(moves, inodes, strict=True):
                 head, name = _fs.parent_and_name(m.dst[cut:])
                 dst_fd = made.get(head)
                 if dst_fd is None:
                     dst_fd = self._make_dirs(made, head)
                 src_dir, src_name = _fs.parent_and_name(m.src)
+                self.current = m.src
                 os.rename(src_name, name, src_dir_fd=self._src_fd(src_dir), dst_dir_fd=dst_fd)
+                done.append((m, dst_fd, name))
                 _fs.failpoint("moved")
+                st = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != (inode, m.size, m.mtime_ns):
+                    self._put_back(done)
+                    _remove_if_only_record(self.root / TRASH_DIR / trash_id)
+                    return f"{m.src} changed while gc was moving its run"
+            return ""
         finally:
             for fd in made.values():
                 os.close(fd)
+
+    def _put_back(self, done: list[tuple[Move, int, str]]) -> None:
+        for m, dst_fd, name in reversed(done):
+            src_dir, src_name = _fs.parent_and_name(m.src)
+            with contextlib.suppress(FileExistsError):  # taken meanwhile: stays, recorded
+                _fs.rename_noreplace(
+                    name, src_name, src_dir_fd=dst_fd, dst_dir_fd=self._src_fd(src_dir)
+                )
 
     def _make_dirs(self, made: dict[str, int], rel: str) -> int:
         parent = made[""]
@@ -475,7 +568,10 @@ def move_all(root: Path, moves: Sequence[Move]) -> None:
                     os.close(sfd)
                     raise
                 pair = fds[(src_dir, dst_dir)] = (sfd, dfd)
-            os.rename(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+            try:
+                _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "File exists", m.src, None, m.dst) from None
             _fs.failpoint("moved")
     finally:
         for sfd, dfd in fds.values():
@@ -514,7 +610,7 @@ def read_record(root: Path, trash_id: str) -> dict[str, Any]:
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise TrashError(f"{path} is not a regular file")
-            data = json.loads(f.read(16 << 20))
+            data = json.loads(f.read(1 << 30))
     except FileNotFoundError:
         raise TrashError(f"{path} is missing") from None
     except OSError as exc:
@@ -528,6 +624,11 @@ def read_record(root: Path, trash_id: str) -> dict[str, Any]:
     bad = [f["path"] for f in data["files"] if not safe_rel(f["path"])]
     if bad:
         raise TrashError(f"{path} names a path outside the root: {bad[0]!r}")
+    try:
+        parse_iso(data["timestamp"]) + timedelta(days=1)
+        parse_iso(data["trashed_at"]) + timedelta(days=36600)  # `trash list` adds retention
+    except (ValueError, OverflowError):
+        raise TrashError(f"{path} holds a date that does not exist") from None
     return dict(data)
 
 
@@ -536,7 +637,10 @@ def items(root: Path) -> list[TrashItem]:
     folder = trash_dir(root)
     if folder is None:
         return []
-    names = os.listdir(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise TrashError(f"{folder} cannot be read ({_why(exc)})") from None
     found = []
     for name in names:
         if name.startswith(".") or not os.path.isdir(root / TRASH_DIR / name):
@@ -586,6 +690,7 @@ def purge(root: Path, doomed: Sequence[TrashItem]) -> None:
     if not doomed:
         return
     fd = _open_trash(root)
+    hidden = ""
     try:
         for item in doomed:
             hidden = f"{PURGE_PREFIX}{item.trash_id}"
@@ -593,6 +698,12 @@ def purge(root: Path, doomed: Sequence[TrashItem]) -> None:
             _fs.failpoint("purge_renamed")
             shutil.rmtree(hidden, dir_fd=fd)
         os.fsync(fd)
+    except OSError as exc:
+        raise TrashError(
+            f"purging {root / TRASH_DIR / hidden} stopped ({_why(exc)}); fix that and run "
+            "`cryptorun artifacts trash purge` again (what is left is out of `trash list` "
+            "already and is removed then)"
+        ) from None
     finally:
         os.close(fd)
 
@@ -601,16 +712,21 @@ def _finish_purges(root: Path) -> list[str]:
     """Remove what an interrupted purge had already renamed out of sight."""
     if not needs_recovery(root) or trash_dir(root, strict=False) is None:
         return []
-    fd = _open_trash(root)
+    left: list[str] = []
     try:
-        left = [n for n in os.listdir(fd) if n.startswith(PURGE_PREFIX)]
-        for name in left:
-            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                shutil.rmtree(name, dir_fd=fd)
-            else:
-                os.unlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
+        fd = _open_trash(root)
+        try:
+            left = [n for n in os.listdir(fd) if n.startswith(PURGE_PREFIX)]
+            for name in left:
+                if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=fd)
+                else:
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # Purged data that cannot be removed blocks nothing else: say so, carry on.
+        return [f"could not finish an interrupted purge in {root / TRASH_DIR} ({_why(exc)})"]
     return [f"finished an interrupted purge of {len(left)} trash folder(s)"] if left else []
 
 
@@ -677,13 +793,24 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
         commit(root, journal)
     except BaseException as exc:
         abort(root, journal, refresh)
+        if isinstance(exc, FileExistsError):
+            raise TrashError(
+                f"refusing to overwrite {_fs.display_path(exc.filename2 or exc.filename)}, "
+                "which appeared during the restore; every file is back in the trash"
+            ) from None
         if isinstance(exc, OSError):
             raise ApplyError(
-                f"restore failed ({exc.strerror or exc}); every file is back in the trash"
+                f"restore failed ({_why(exc)}); every file is back in the trash"
             ) from exc
         raise
     roll_forward(root, journal)
-    refresh()
+    try:
+        refresh()
+    except OSError as exc:
+        raise ApplyError(
+            f"the run is restored, but the manifest could not be rewritten ({_why(exc)}); "
+            "the next command finishes that"
+        ) from exc
     _fs.failpoint("manifest_saved")
     remove_journal(root)
 

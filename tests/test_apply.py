@@ -1042,3 +1042,162 @@ def test_doit_gc_apply_with_a_bad_config_fails_before_anything_moves(tmp_path: P
     assert "kepe_daily" in r.out + r.err
     assert "Traceback" not in r.out + r.err
     assert everything(root) == before
+
+
+# ---- found by review: races, copies, odd records, odd journals --------------------------
+
+
+def test_a_file_replaced_after_the_check_is_put_back_and_its_run_skipped(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's file swapped (same size, new inode) between the check and the move."""
+    manifest, config, p = fresh_plan(proj)
+    doomed = {v.item.id for v in p.delete}
+    target = proj.root / "bench/b_20250902_000000.md"
+    new = b"# Bench\nStatus: PASX\n"
+    assert len(new) == target.stat().st_size
+    from artifacts_tasks import trash
+
+    real = trash.write_journal
+
+    def journal_then_replace(root: Path, journal: Any) -> None:
+        real(root, journal)
+        aside = target.with_name("swap.tmp")
+        aside.write_bytes(new)
+        os.utime(aside, ns=(target.stat().st_mtime_ns,) * 2)
+        os.replace(aside, target)  # same size and mtime: only the inode tells
+
+    monkeypatch.setattr(trash, "write_journal", journal_then_replace)
+    applied = apply_directly(proj, manifest, config, p)
+    skipped = {s["id"]: s["reason"] for s in applied.skipped}
+    bench_id = ids_by_path(proj)["bench/b_20250902_000000.md"]
+    assert "changed while gc was moving" in skipped[bench_id]
+    assert target.read_bytes() == new
+    assert not (proj.root / ".trash" / bench_id).exists()
+    assert {v.item.id for v, _ in applied.moved} == doomed - {bench_id}
+    assert proj.cli("verify").code == 0
+
+
+def test_restore_never_overwrites_a_file_that_appears_while_it_checks(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved = proj.gc_apply()["applied"]["moved"]
+    tid = next(m["trash_id"] for m in moved if m["family"] == "bench" and m["file_count"] == 2)
+    rec = records(proj.root)[tid]
+    late = proj.root / rec["files"][-1]["path"]
+    from artifacts_tasks import trash
+
+    real = trash._xxh3
+
+    def hash_then_write(root: Path, rel: str) -> str:
+        late.write_text("written by someone else meanwhile\n")
+        return real(root, rel)
+
+    monkeypatch.setattr(trash, "_xxh3", hash_then_write)
+    before = everything(proj.root / ".trash" / tid)
+    r = proj.cli("restore", "--id", tid)
+    assert r.code == 1 and "refusing to overwrite" in one_line(r)
+    assert late.read_text() == "written by someone else meanwhile\n"
+    assert everything(proj.root / ".trash" / tid) == before
+    assert not (proj.root / ".journal.json").exists()
+
+
+def test_the_link_fallback_also_refuses_to_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where renameat2 is missing, link+unlink keeps the no-overwrite promise."""
+    from artifacts_tasks import _fs
+
+    monkeypatch.setattr(_fs, "_libc", lambda: object())
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(FileExistsError):
+            _fs.rename_noreplace("a", "b", src_dir_fd=fd, dst_dir_fd=fd)
+        _fs.rename_noreplace("a", "c", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
+    assert (tmp_path / "b").read_text() == "b" and (tmp_path / "c").read_text() == "a"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("trashed_at", "2025-02-30T00:00:00Z"),
+        ("trashed_at", "9999-12-31T00:00:00Z"),
+        ("timestamp", "2025-00-10T00:00:00Z"),
+    ],
+)
+def test_a_record_with_an_impossible_date_is_a_folder_without_a_usable_record(
+    proj: Project, key: str, value: str
+) -> None:
+    moved = proj.gc_apply()["applied"]["moved"]
+    tid = moved[0]["trash_id"]
+    path = proj.root / ".trash" / tid / ".record.json"
+    rec = json.loads(path.read_text())
+    rec[key] = value
+    path.write_text(json.dumps(rec))
+    listed = proj.cli("trash", "list")
+    assert listed.code == 0, listed
+    assert re.search(rf"{re.escape(tid)} +no usable record.*date that does not exist", listed.out)
+    assert proj.cli("trash", "purge", "--older-than", "0h").code == 0
+    assert path.exists()  # never purged without a record to date it
+    r = proj.cli("restore", "--id", tid)
+    assert r.code == 1 and "date that does not exist" in one_line(r)
+    write(proj.root, "bench/b_20250904_000000.md", "# Bench\nStatus: PASS\n")
+    assert proj.cli("gc", "--apply", "--force").code == 0  # one bad record blocks no gc
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        b'{"format":"artifacts_tasks.journal","version":1,"operation":"gc","state":"moving",'
+        b'"started_at":"2025-01-01T00:00:00Z","pid":1,"moves":[["bench/a.md",'
+        b'".trash/0123abcd/bench/a.md",1e400,0,"x"]],"trash_ids":["0123abcd"],"prune":[],'
+        b'"reports":[]}',
+        b'{"format":"artifacts_tasks.journal","version":1,"operation":"gc","state":"moving",'
+        b'"started_at":"2025-01-01T00:00:00Z","pid":1,"moves":[["../x","'
+        b'.trash/0123abcd/x",1,0,"x"]],"trash_ids":["0123abcd"],"prune":[],"reports":[]}',
+        b'{"format":"artifacts_tasks.journal","version":1,"operation":"gc"',
+    ],
+)
+def test_a_hostile_or_truncated_journal_stops_every_command_touching_nothing(
+    proj: Project, journal: bytes
+) -> None:
+    assert proj.cli("scan").code == 0
+    (proj.root / ".journal.json").write_bytes(journal)
+    before = everything(proj.root)
+    for argv in (["scan"], ["list"], ["gc", "--apply", "--force"], ["verify"]):
+        r = proj.cli(*argv)
+        assert r.code == 2 and one_line(r).startswith("journal error:"), (argv, r)
+    assert everything(proj.root) == before
+
+
+def test_the_library_refresh_never_recovers_unless_asked(proj: Project) -> None:
+    """A journal is only "interrupted" when nobody holds the lock; refresh cannot know."""
+    assert proj.cli("scan").code == 0
+    journal = (
+        b'{"format":"artifacts_tasks.journal","version":1,"operation":"gc","state":"moving",'
+        b'"started_at":"2025-01-01T00:00:00Z","pid":1,"moves":[],"trash_ids":[],'
+        b'"prune":[],"reports":[]}'
+    )
+    (proj.root / ".journal.json").write_bytes(journal)
+    refresh(proj.root, proj.config_obj())
+    assert (proj.root / ".journal.json").exists()
+    r = proj.cli("list")
+    assert r.code == 0 and "rolled back the interrupted gc --apply" in r.err
+    assert not (proj.root / ".journal.json").exists()
+
+
+def test_with_json_the_question_goes_to_the_terminal_not_into_the_json(proj: Project) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    r = proj.cli("gc", "--apply", "--json", inp=Tty("y\n"))
+    assert r.code == 0, r
+    doc = json.loads(r.out)  # stdout is only the JSON
+    assert doc["applied"]["moved"]
+    assert "[y/N]" in r.err and "GC Plan Summary (DryRun: false)" in r.err

@@ -304,3 +304,43 @@ def test_failpoints_are_inert_unless_named(tmp_path: Path) -> None:
     r = _cli(root, "gc", "--apply", "--force", failpoint="no_such_step")
     assert r.returncode == 0, r.stderr
     assert "Moved" in r.stdout
+
+
+def test_rollback_in_a_copied_tree_knows_its_files_by_checksum(
+    pristine: tuple[Path, Path, dict[str, str], set[str], set[str]], tmp_path: Path
+) -> None:
+    """A crashed tree copied elsewhere (a CI cache, a backup) has new mtimes: recovery
+    still recognises the moved files by their journaled checksums and puts them back."""
+    source, config, original, protected, _ = pristine
+    root = _with_config(_copy(source, tmp_path / "case"), config)
+    assert _cli(root, "gc", "--apply", "--force", failpoint="moved:3").returncode == -9
+    copy = tmp_path / "copy"
+    shutil.copytree(root.parent, copy)  # copy2 keeps mtimes; make them new, as cp -r does
+    for path in (copy / "artifacts").rglob("*"):
+        if path.is_file():
+            os.utime(path)
+    root = copy / "artifacts"
+    after = _cli(root, "list")
+    assert after.returncode == 0 and "3 file(s) moved back" in after.stderr, after.stderr
+    _assert_recovered(root, original, protected)
+    assert set(_checksums(root)) == set(original)
+
+
+def test_rollback_never_follows_a_directory_swapped_for_a_symlink(
+    pristine: tuple[Path, Path, dict[str, str], set[str], set[str]], tmp_path: Path
+) -> None:
+    source, config, _, _, _ = pristine
+    root = _with_config(_copy(source, tmp_path / "case"), config)
+    assert _cli(root, "gc", "--apply", "--force", failpoint="moved:1").returncode == -9
+    journal = json.loads((root / ".journal.json").read_text())
+    src_dir = root / Path(journal["moves"][0][0]).parent
+    outside = tmp_path / "outside"
+    shutil.move(src_dir, outside)
+    src_dir.symlink_to(outside, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    for argv in (["list"], ["scan"], ["trash", "list"]):
+        r = _cli(root, *argv)
+        assert r.returncode == 0, (argv, r.stderr)
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert not (root / ".journal.json").exists()
+    assert _trashed(root), "the file that could not go back stays in the trash, recorded"
