@@ -104,12 +104,14 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
             raise LockHeldError(str(lock_path), holder) from None
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info = f"pid {os.getpid()} on {socket.gethostname()}: {command} since {stamp}\n"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -192,7 +192,15 @@ def needs_recovery(root: Path) -> bool:
 def write_journal(root: Path, journal: Journal) -> None:
     """Write the journal durably (temp + fsync + rename + directory fsync)."""
     data = json.dumps(journal.to_json(), separators=(",", ":")).encode("utf-8", "surrogateescape")
-    _fs.atomic_write(journal_path(root), data + b"\n")
+    try:
+        _fs.atomic_write(journal_path(root), data + b"\n")
+    except OSError as exc:
+        if journal.state == "moving":
+            raise ApplyError(
+                f"cannot write the journal {journal_path(root)} ({_why(exc)}); nothing was "
+                "moved"
+            ) from None
+        raise
 
 
 def remove_journal(root: Path) -> None:
@@ -435,7 +443,7 @@ def trash_root(root: Path) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeFileError(str(root / TRASH_DIR), "is not a directory") from None
-        raise
+        raise TrashError(f"{root / TRASH_DIR} cannot be made or opened ({_why(exc)})") from None
 
 
 def new_trash_ids(root: Path, run_ids: Sequence[str]) -> list[str]:
