@@ -117,15 +117,19 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
         os.close(fd)
 
 
-def open_dir_under(root: Path, rel_dir: str) -> int:
+def open_dir_under(root: Path, rel_dir: str, *, create: bool = False) -> int:
     """Open `root/rel_dir` as a directory fd without following a symlink in `rel_dir`.
 
     Each component is opened with O_NOFOLLOW relative to its parent, so a directory
     swapped for a symlink after a walk fails with ELOOP/ENOTDIR instead of leading out.
+    `create` makes missing directories on the way (mode 0o755).
     """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     for part in rel_dir.split("/") if rel_dir else ():
         try:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
             child = os.open(
                 part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
             )
@@ -155,19 +159,8 @@ def parent_and_name(rel: str) -> tuple[str, str]:
 
 
 def makedirs_under(root: Path, rel_dir: str) -> int:
-    """Like `open_dir_under`, creating missing directories on the way (mode 0o755)."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    for part in rel_dir.split("/") if rel_dir else ():
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            child = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
-        finally:
-            os.close(fd)
-        fd = child
-    return fd
+    """`open_dir_under`, creating missing directories on the way."""
+    return open_dir_under(root, rel_dir, create=True)
 
 
 def lstat_under(root: Path, rel: str) -> os.stat_result | None:

@@ -31,6 +31,7 @@ from artifacts_tasks.manifest import Entry, Manifest, load_manifest, now_utc
 from artifacts_tasks.scan import refresh
 
 from .conftest import BIN, REPO, Result, write
+from .test_tasks import doit
 
 # A family whose runs are directories (`ci/<...>/<run>/`), and bench with flat runs.
 CONFIG = """\
@@ -982,20 +983,6 @@ def _verify():
 def task_verify():
     return {"actions": [_verify], "verbosity": 2}
 """
-
-
-def doit(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> Result:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTS_")}
-    proc = subprocess.run(
-        [str(BIN / "doit"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**base, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def doit_project(tmp_path: Path, config: str) -> Path:
