@@ -84,6 +84,11 @@ class Header:
             if doc["format"] != FORMAT or doc["version"] != VERSION or doc["codec"] != CODEC:
                 raise CodecError(f"unknown format or version: {doc.get('version')!r}")
             status = doc.get("status")
+            digest = doc["original_xxh3_128"]
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{32}", digest)):
+                raise CodecError("its header's checksum is not an xxh3-128")
+            if not isinstance(doc["original_size"], int) or doc["original_size"] < 0:
+                raise CodecError("its header's size is not a size")
             return cls(
                 int(doc["original_size"]),
                 str(doc["original_xxh3_128"]),

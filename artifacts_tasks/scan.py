@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import xxhash
 
-from . import _fs
+from . import _fs, jsonl_codec
 from . import families as fam
 from ._fs import display_path
 from .config import Config, Family
@@ -359,9 +359,12 @@ def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str
         if st.st_size <= WHOLE_READ_LIMIT:
             data = _read_all(fd, st.st_size)
             digest = xxhash.xxh3_128_hexdigest(data)
-            status = fam.content_status(name, data)
+            compacted = _compacted(data)
+            status = compacted[1] if compacted else fam.content_status(name, data)
         else:
             digest, status = _hash_big(fd, name, buffer)
+            compacted = _compacted(os.pread(fd, jsonl_codec.HEADER_LIMIT, 0))
+            status = compacted[1] if compacted else status
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -371,7 +374,33 @@ def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str
         st.st_ctime_ns,
     ):
         return "changed while it was read; scan again"
-    return FileRecord(rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest, status)
+    return FileRecord(
+        rel,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+        st.st_ctime_ns,
+        digest,
+        status,
+        compacted[0] if compacted else None,
+    )
+
+
+def _compacted(head: bytes) -> tuple[dict[str, Any], str] | None:
+    """A compacted JSONL file's compaction record and status (kept in its header, as its
+    bytes no longer show them); None for any other file."""
+    if not jsonl_codec.is_compacted(head):
+        return None
+    try:
+        header = jsonl_codec.Header.parse(head.partition(b"\n")[0])
+    except jsonl_codec.CodecError:
+        return None  # looks like ours but is not: an ordinary file
+    record = {
+        "codec": jsonl_codec.CODEC,
+        "original_size": header.original_size,
+        "original_xxh3_128": header.original_xxh3_128,
+    }
+    return record, header.status or fam.UNKNOWN
 
 
 def _read_all(fd: int, size: int) -> bytes:

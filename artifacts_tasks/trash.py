@@ -197,8 +197,7 @@ def write_journal(root: Path, journal: Journal) -> None:
     except OSError as exc:
         if journal.state == "moving":
             raise ApplyError(
-                f"cannot write the journal {journal_path(root)} ({_why(exc)}); nothing was "
-                "moved"
+                f"cannot write the journal {journal_path(root)} ({_why(exc)}); nothing was moved"
             ) from None
         raise
 
