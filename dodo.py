@@ -4,10 +4,12 @@ doit            # scan, then gc: the retention plan (a dry run)
 doit scan       # up to date (`-- scan`) while nothing under the families changed
 doit gc         # up to date while the runs the manifest describes and the config are
 doit gc_apply    # apply it: move the runs it deletes to artifacts/.trash/ (no questions)
+doit compact    # the compaction plan (a dry run)
+doit compact_apply  # compact big JSONL (lossless) and Markdown (originals to the trash)
 doit pin --id ID --on
 """
 
-from artifacts_tasks.tasks import *  # noqa: F403  (task_scan, task_gc, task_gc_apply, task_pin)
+from artifacts_tasks.tasks import *  # noqa: F403  (scan, gc, gc_apply, compact, compact_apply, pin)
 
 # A json dep file: portable across machines and CI caches (dbm is not).
 DOIT_CONFIG = {

@@ -499,6 +499,135 @@ def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
     return errors.EXIT_OK
 
 
+def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
+    """Plan compaction (a dry run), or apply it."""
+    from . import compact
+
+    ctx.check_family(args.family)
+    if not args.apply:
+        manifest = ctx.current_manifest("compact")
+        plans = compact.plan(ctx.root, manifest, ctx.config, family=args.family)
+        if args.json:
+            dump_json(compact_json(plans, dry_run=True), ctx.out)
+        else:
+            print_compact(plans, ctx.out, verbose=args.verbose, dry_run=True)
+        return errors.EXIT_OK
+    check_root(ctx.root)
+    config = ctx.config
+    with _fs.root_lock(ctx.root, "compact --apply"):
+        ctx.refresh_locked(need_manifest=False)
+        saved = load_manifest(ctx.root)  # as saved: checked against its schema
+        if saved is None:
+            raise AssertionError("a refresh leaves a manifest")
+        plans = compact.plan(ctx.root, saved, config, family=args.family, estimate=False)
+        applied = compact.apply(ctx.root, plans, config, now=now_utc(), refresh=ctx.refresh_quietly)
+    if args.json:
+        doc = compact_json(plans, dry_run=False)
+        doc["reports"] = applied.reports
+        dump_json(doc, ctx.out)
+        return errors.EXIT_OK
+    print_compact(plans, ctx.out, verbose=args.verbose, dry_run=False)
+    if applied.done:
+        before = sum(p.size for p in applied.done)
+        after = sum(p.expected or 0 for p in applied.done)
+        print(
+            f"\nCompacted {plural(len(applied.done), 'file')}: {human_size(before)} -> "
+            f"{human_size(after)}; report: {ctx.root / applied.reports[0]}",
+            file=ctx.out,
+        )
+    else:
+        print("\nNothing was compacted.", file=ctx.out)
+    return errors.EXIT_OK
+
+
+def compact_json(plans: Sequence[Any], *, dry_run: bool) -> dict[str, Any]:
+    by_family: dict[str, dict[str, int]] = {}
+    for p in plans:
+        f = by_family.setdefault(
+            p.entry.family, {"files": 0, "compact": 0, "size": 0, "expected_size": 0}
+        )
+        f["files"] += 1
+        f["size"] += p.size
+        f["expected_size"] += p.size if p.skip else (p.expected or p.size)
+        f["compact"] += not p.skip
+    return {
+        "dry_run": dry_run,
+        "files": [p.to_json() for p in plans],
+        "by_family": by_family,
+    }
+
+
+def print_compact(plans: Sequence[Any], out: TextIO, *, verbose: bool, dry_run: bool) -> None:
+    chosen = [p for p in plans if not p.skip]
+    before = sum(p.size for p in chosen)
+    after = sum(p.expected if p.expected is not None else p.size for p in chosen)
+    print(f"Compaction Plan (DryRun: {'true' if dry_run else 'false'})", file=out)
+    print(
+        f"To Compact: {plural(len(chosen), 'file')} ({human_size(before)} -> "
+        f"{human_size(after)}); left alone: {len(plans) - len(chosen)}",
+        file=out,
+    )
+    families: dict[str, list[Any]] = {}
+    for p in plans:
+        families.setdefault(p.entry.family, []).append(p)
+    print("\nBy Family:", file=out)
+    for name, ps in families.items():
+        c = [p for p in ps if not p.skip]
+        print(
+            f"  {name}: compact {len(c)}/{len(ps)}, {human_size(sum(p.size for p in c))} -> "
+            f"{human_size(sum(p.expected or p.size for p in c))}",
+            file=out,
+        )
+    shown = plans if verbose else chosen
+    if shown:
+        print("\nFiles:", file=out)
+    for p in shown:
+        expected = "?" if p.expected is None else human_size(p.expected)
+        note = p.skip or (
+            f"{len(p.removed)} empty section(s), {p.canonicalised} heading(s) to ATX"
+            if p.kind == "markdown"
+            else "lossless"
+        )
+        print(
+            f"  {_fs.display_path(p.path)}  {p.kind}  {human_size(p.size)} -> "
+            f"{expected if not p.skip else '-'}  {note}",
+            file=out,
+        )
+        for h in p.removed if verbose else ():
+            print(f"      removes line {h['line']}: {'#' * h['level']} {h['text']}", file=out)
+    if not verbose and len(chosen) < len(plans):
+        reasons: dict[str, int] = {}
+        for p in plans:
+            if p.skip:
+                key = p.skip.split(" (")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        summary = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        print(f"\nLeft alone ({summary}); --verbose lists them", file=out)
+
+
+def cmd_cat(args: argparse.Namespace, ctx: Context) -> int:
+    """Write an artifact's original bytes to stdout, compacted or not."""
+    from .compact import read_original
+    from .jsonl_codec import CodecError
+
+    given = Path(args.file)
+    path = given if given.exists() or given.is_absolute() else ctx.root / given
+    if not path.is_file():
+        raise UsageError(f"{args.file}: no such file here or under {ctx.root}")
+    sink = getattr(ctx.out, "buffer", None)
+    try:
+        for chunk in read_original(path):
+            if sink is not None:
+                sink.write(chunk)
+            else:
+                ctx.out.write(chunk.decode("utf-8", "surrogateescape"))
+        if sink is not None:
+            sink.flush()
+    except CodecError as exc:
+        raise errors.ArtifactsError(f"{path}: cannot be decoded: {exc}") from None
+    return errors.EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     """Recheck every file against its recorded checksum; exit 1 if any differs."""
     from .verify import verify
@@ -677,6 +806,17 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="trashed more than this long ago, e.g. 30d, 12h, 1y2m (default: trash.retention_days)",
     )
     t.set_defaults(handler=cmd_trash_purge)
+
+    p = command("compact", cmd_compact, "plan compaction (a dry run), or apply it")
+    p.add_argument("--apply", action="store_true", help="compact the files the plan lists")
+    p.add_argument("--family", metavar="F", help="only this family")
+    p.add_argument("--json", action="store_true", help="machine-readable plan (and result)")
+    p.add_argument(
+        "--verbose", action="store_true", help="also list files left alone, and each heading"
+    )
+
+    p = command("cat", cmd_cat, "print an artifact's original bytes, compacted or not")
+    p.add_argument("file", metavar="FILE", help="relative to the current directory or the root")
 
     p = command(
         "verify",

@@ -20,7 +20,15 @@ import xxhash
 
 from .config import DEFAULT_CONFIG_PATH, Family, load_config
 
-__all__ = ["make_tasks", "task_gc", "task_gc_apply", "task_pin", "task_scan"]
+__all__ = [
+    "make_tasks",
+    "task_compact",
+    "task_compact_apply",
+    "task_gc",
+    "task_gc_apply",
+    "task_pin",
+    "task_scan",
+]
 
 TaskCreator = Callable[[], dict[str, Any]]
 _SIG_KEY = "artifacts_tree_signature"
@@ -179,8 +187,8 @@ def make_tasks(
     *,
     after: Sequence[str] = (),
 ) -> dict[str, TaskCreator]:
-    """doit task creators (`task_scan`, `task_pin`, `task_gc`, `task_gc_apply`) bound to a
-    root and config.
+    """doit task creators (scan, pin, gc, gc_apply, compact, compact_apply) bound to a root
+    and config.
 
     `after` names the project's own tasks that must run first (doit `task_dep`), so
     `doit scan` after a verification task needs no chaining on the command line.
@@ -239,11 +247,33 @@ def make_tasks(
             "verbosity": 2,
         }
 
+    def task_compact() -> dict[str, Any]:
+        """Show the compaction plan: what would be compacted, how small, what is left alone."""
+        return {
+            "actions": [_cli_action(["compact", *common])],
+            "task_dep": ["scan"],
+            "uptodate": [ManifestContent(root_path, config_path)],
+            "verbosity": 2,
+        }
+
+    def task_compact_apply() -> dict[str, Any]:
+        """Compact big JSONL (lossless) and Markdown files (originals to the trash).
+
+        Files already compacted cost nothing: the manifest says so without reading them.
+        """
+        return {
+            "actions": [_cli_action(["compact", "--apply", *common])],
+            "task_dep": list(after),
+            "verbosity": 2,
+        }
+
     return {
         "task_scan": task_scan,
         "task_pin": task_pin,
         "task_gc": task_gc,
         "task_gc_apply": task_gc_apply,
+        "task_compact": task_compact,
+        "task_compact_apply": task_compact_apply,
     }
 
 
@@ -252,3 +282,5 @@ task_scan = _defaults["task_scan"]
 task_pin = _defaults["task_pin"]
 task_gc = _defaults["task_gc"]
 task_gc_apply = _defaults["task_gc_apply"]
+task_compact = _defaults["task_compact"]
+task_compact_apply = _defaults["task_compact_apply"]

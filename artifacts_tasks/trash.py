@@ -29,6 +29,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,7 @@ TRASH_DIR = ".trash"
 JOURNAL_NAME = ".journal.json"
 RECORD_NAME = ".record.json"
 PURGE_PREFIX = ".purge-"
+REPORT_PREFIXES = ("gc_report_", "compact_report_")
 JOURNAL_FORMAT = "artifacts_tasks.journal"
 RECORD_FORMAT = "artifacts_tasks.trash_record"
 
@@ -82,14 +84,31 @@ class Move(NamedTuple):
     xxh3_128: str
 
 
+class Replace(NamedTuple):
+    """One file compaction rewrites: `temp` (beside it) replaces `path`; a Markdown
+    original is first copied to the trash folder `trash_id` ("" for JSONL)."""
+
+    path: str
+    temp: str
+    original_xxh3_128: str
+    trash_id: str
+
+
+def _is_temp_of(temp: str, path: str) -> bool:
+    head, name = _fs.parent_and_name(path)
+    t_head, t_name = _fs.parent_and_name(temp)
+    return t_head == head and t_name.startswith(f".{name}.compact.tmp-")
+
+
 @dataclass
 class Journal:
-    operation: str  # "gc" or "restore"
+    operation: str  # "gc", "restore" or "compact"
     started_at: datetime
     moves: list[Move]
     trash_ids: list[str]  # gc: folders it creates; restore: the folder it empties
     prune: list[str] = field(default_factory=list)  # directories gc may leave empty
     reports: list[str] = field(default_factory=list)  # report file names in .trash/
+    replaces: list[Replace] = field(default_factory=list)  # compact: the files it rewrites
     state: str = "moving"
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +123,7 @@ class Journal:
             "trash_ids": self.trash_ids,
             "prune": self.prune,
             "reports": self.reports,
+            "replaces": [list(r) for r in self.replaces],
         }
 
     @classmethod
@@ -114,7 +134,7 @@ class Journal:
             if data["format"] != JOURNAL_FORMAT or data["version"] != 1:
                 raise JournalError(shown, "is not a journal this version wrote")
             op, state = data["operation"], data["state"]
-            if op not in ("gc", "restore") or state not in ("moving", "committed"):
+            if op not in ("gc", "restore", "compact") or state not in ("moving", "committed"):
                 raise JournalError(shown, f"unknown operation or state: {op!r}, {state!r}")
             moves = [
                 Move(str(s), str(d), int(n), int(t), str(h)) for s, d, n, t, h in data["moves"]
@@ -122,6 +142,9 @@ class Journal:
             trash_ids = [str(t) for t in data["trash_ids"]]
             prune = [str(p) for p in data["prune"]]
             reports = [str(r) for r in data["reports"]]
+            replaces = [
+                Replace(str(p), str(t), str(h), str(i)) for p, t, h, i in data.get("replaces", [])
+            ]
             started = parse_iso(data["started_at"])
         except JournalError:
             raise
@@ -141,10 +164,17 @@ class Journal:
                 raise JournalError(shown, f"names a path it may not touch: {m.src!r} -> {m.dst!r}")
         bad = [t for t in trash_ids if not is_trash_id(t)]
         bad += [p for p in prune if not safe_rel(p)]
-        bad += [r for r in reports if not (r.startswith("gc_report_") and "/" not in r)]
+        bad += [r for r in reports if not (r.startswith(REPORT_PREFIXES) and "/" not in r)]
+        bad += [
+            r.path
+            for r in replaces
+            if not safe_rel(r.path)
+            or not _is_temp_of(r.temp, r.path)
+            or (r.trash_id and not is_trash_id(r.trash_id))
+        ]
         if bad:
             raise JournalError(shown, f"names a path it may not touch: {bad[0]!r}")
-        return cls(op, started, moves, trash_ids, prune, reports, state)
+        return cls(op, started, moves, trash_ids, prune, reports, replaces, state)
 
 
 def journal_path(root: Path) -> Path:
@@ -242,9 +272,14 @@ def recover(root: Path) -> list[str]:
     journal = read_journal(root)
     if journal is None:
         return notes
-    what = (
-        f"{'gc --apply' if journal.operation == 'gc' else 'restore'} of {iso(journal.started_at)}"
-    )
+    names = {"gc": "gc --apply", "restore": "restore", "compact": "compact --apply"}
+    what = f"{names[journal.operation]} of {iso(journal.started_at)}"
+    if journal.operation == "compact":
+        kept = settle_compaction(root, journal)
+        return [
+            *notes,
+            f"settled the interrupted {what}: {kept} file(s) compacted, the others as they were",
+        ]
     if journal.state == "committed":
         roll_forward(root, journal)
         return [*notes, f"finished the interrupted {what} (every move had been made)"]
@@ -268,6 +303,9 @@ def rollback(root: Path, journal: Journal) -> tuple[int, list[str]]:
     """
     moved_back = 0
     left: list[str] = []
+    if journal.operation == "compact":
+        settle_compaction(root, journal)
+        return 0, left
     for m in reversed(journal.moves):
         at_dst = _stat_or_unsafe(root, m.dst)
         if at_dst is None:
@@ -338,9 +376,47 @@ def sync(root: Path) -> None:
         _fs.sync_filesystem(folder)
 
 
+def settle_compaction(root: Path, journal: Journal) -> int:
+    """Each file compaction touched ends whole: its temp removed; a file still holding its
+    original bytes loses the trash copy made for it; a compacted (or since edited) one keeps
+    it. Returns how many files are compacted."""
+    compacted = 0
+    folder = trash_dir(root, strict=False)
+    for r in journal.replaces:
+        head, temp = _fs.parent_and_name(r.temp)
+        try:
+            fd = _fs.open_dir_under(root, head)
+        except OSError:
+            continue  # the directory is gone or not ours any more: nothing of ours there
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            original = _xxh3(root, r.path) == r.original_xxh3_128
+        except OSError:
+            original = False
+        if original:
+            if r.trash_id and folder is not None:
+                _remove_copy(folder / r.trash_id, r.path)
+        else:
+            compacted += 1
+    return compacted
+
+
+def _remove_copy(folder: Path, rel: str) -> None:
+    """Remove a trash folder that holds only the record and the copy of `rel`."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        os.unlink(folder / rel)
+    _remove_if_only_record(folder)
+
+
 def roll_forward(root: Path, journal: Journal) -> None:
     """The steps after the commit point, each harmless to repeat."""
-    if journal.operation == "gc":
+    if journal.operation == "compact":
+        settle_compaction(root, journal)
+    elif journal.operation == "gc":
         prune_empty_dirs(root, journal.prune)
     elif (folder := trash_dir(root, strict=False)) is not None:
         for trash_id in journal.trash_ids:
@@ -559,8 +635,44 @@ def _open_dir(name: str, dir_fd: int) -> int:
     return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
-def move_all(root: Path, moves: Sequence[Move]) -> None:
-    """Rename each file to its place, opening each directory pair once."""
+def write_copy(
+    root: Path, trash_id: str, record: dict[str, Any], rel: str, data: bytes, st: os.stat_result
+) -> None:
+    """A trash folder holding a copy of one file (compaction keeps the original this way,
+    as the file itself is replaced in place), made durable before the file changes."""
+    head = _fs.parent_and_name(rel)[0]
+    name = _fs.parent_and_name(rel)[1]
+    tfd = trash_root(root)
+    try:
+        os.mkdir(trash_id, 0o755, dir_fd=tfd)
+        folder = _open_dir(trash_id, tfd)
+    finally:
+        os.close(tfd)
+    try:
+        fd = os.open(RECORD_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(record).encode("utf-8", "surrogateescape") + b"\n")
+            os.fsync(f.fileno())
+        inside = f"{TRASH_DIR}/{trash_id}/{head}" if head else f"{TRASH_DIR}/{trash_id}"
+        dfd = _fs.open_dir_under(root, inside, create=True)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(f.fileno())
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def move_all(root: Path, moves: Sequence[Move], *, replace: AbstractSet[str] = frozenset()) -> None:
+    """Rename each file to its place, opening each directory pair once; only a destination
+    in `replace` may be overwritten."""
     fds: dict[tuple[str, str], tuple[int, int]] = {}
     try:
         for m in moves:
@@ -576,7 +688,10 @@ def move_all(root: Path, moves: Sequence[Move]) -> None:
                     raise
                 pair = fds[(src_dir, dst_dir)] = (sfd, dfd)
             try:
-                _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+                if m.dst in replace:
+                    os.replace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+                else:
+                    _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
             except FileExistsError:
                 raise FileExistsError(errno.EEXIST, "File exists", m.src, None, m.dst) from None
             _fs.failpoint("moved")
@@ -680,7 +795,7 @@ def reports(root: Path) -> list[str]:
     folder = trash_dir(root, strict=False)
     if folder is None:
         return []
-    return sorted(n for n in os.listdir(folder) if n.startswith("gc_report_"))
+    return sorted(n for n in os.listdir(folder) if n.startswith(REPORT_PREFIXES))
 
 
 # ---- purging -----------------------------------------------------------------------------
@@ -767,12 +882,15 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
     """Move a trashed run back where it was (the caller holds the lock).
 
     Every file is checked against its recorded checksum first, and nothing is overwritten:
-    when any place is taken, nothing moves.
+    when any place is taken, nothing moves. The one exception undoes a compaction: the
+    cleaned file its record names (by checksum) gives way to the original.
     """
     if item.record is None:
         raise TrashError(f"cannot restore {item.trash_id}: {item.problem}")
     moves = []
     taken = []
+    replaceable = set()
+    compacted = item.record.get("compacted_xxh3_128")
     for f in item.record["files"]:
         src = trash_path(item.trash_id, f["path"])
         st = _stat_or_unsafe(root, src)
@@ -781,7 +899,10 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
         if st.st_size != f["size"] or _xxh3(root, src) != f["xxh3_128"]:
             raise TrashError(f"{src} differs from its recorded checksum; nothing was restored")
         try:
-            if _fs.lstat_under(root, f["path"]) is not None:
+            there = _fs.lstat_under(root, f["path"])
+            if there is not None and compacted and _xxh3(root, f["path"]) == compacted:
+                replaceable.add(f["path"])
+            elif there is not None:
                 taken.append(f["path"])
         except OSError:
             taken.append(f"{f['path']} (a directory on the way is not a directory)")
@@ -796,7 +917,7 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
     write_journal(root, journal)
     _fs.failpoint("journal_written")
     try:
-        move_all(root, moves)
+        move_all(root, moves, replace=replaceable)
         commit(root, journal)
     except BaseException as exc:
         abort(root, journal, refresh)

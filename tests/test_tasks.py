@@ -307,7 +307,15 @@ def test_repository_dodo_scans_by_default(tmp_path: Path) -> None:
 
 def test_library_sets_no_doit_config_and_exports_only_tasks() -> None:
     assert not hasattr(tasks_module, "DOIT_CONFIG")
-    exported = ["make_tasks", "task_gc", "task_gc_apply", "task_pin", "task_scan"]
+    exported = [
+        "make_tasks",
+        "task_compact",
+        "task_compact_apply",
+        "task_gc",
+        "task_gc_apply",
+        "task_pin",
+        "task_scan",
+    ]
     assert sorted(tasks_module.__all__) == exported
     namespace: dict[str, Any] = {}
     exec("from artifacts_tasks.tasks import *", namespace)
@@ -325,6 +333,8 @@ def test_star_import_defines_only_the_library_tasks(tmp_path: Path) -> None:
     r = doit(proj, "list")
     assert r.code == 0, r
     assert sorted(line.split()[0] for line in r.out.splitlines() if line.strip()) == [
+        "compact",
+        "compact_apply",
         "gc",
         "gc_apply",
         "pin",

@@ -1,0 +1,544 @@
+"""Compaction: big JSONL files through the lossless codec, Markdown cleaned up.
+
+`plan` says, per file, what compaction would do (the expected size, or why the file is
+left alone); `apply` does it under the lock and a journal:
+
+* JSONL: the compacted form is written to a temp file beside the original, fsynced,
+  decoded again and compared (size and xxh3) with the original, given the original's mode
+  and mtime (a run dated by mtime keeps its date), and renamed over it. A crash leaves the
+  original or a verified compacted file; `cat` and `read_original` give the bytes back.
+* Markdown: the original is first copied into the trash with a record (so `restore` puts
+  it back), then the cleaned text replaces it the same way.
+
+The journal lists each file with its temp name and original checksum; recovery removes
+temps and, for a file still holding its original bytes, the trash copy made for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import xxhash
+
+from . import _fs, jsonl_codec, trash
+from .config import Config
+from .errors import ApplyError
+from .manifest import Entry, FileRecord, Manifest, iso, shown_time
+from .text import human_size, plural
+
+JSONL, MARKDOWN = "jsonl", "markdown"
+MD_CODEC = "markdown-cleanup"
+
+
+def kind_of(path: str) -> str | None:
+    lower = path.lower()
+    if lower.endswith(".jsonl"):
+        return JSONL
+    if lower.endswith(".md"):
+        return MARKDOWN
+    return None
+
+
+# ---- reading (compacted or not) ----------------------------------------------------------
+
+
+def read_original(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The original bytes of an artifact, in chunks, whether it is compacted or not.
+
+    A compacted JSONL file is decoded (and checked against its recorded checksum); any
+    other file is read as it is.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(jsonl_codec.MAGIC))
+        f.seek(0)
+        if jsonl_codec.is_compacted(head):
+            yield from jsonl_codec.decode(f)
+            return
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The original lines (without their newline) of a JSONL artifact, compacted or not."""
+    pending = b""
+    for chunk in read_original(path):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        yield from lines
+    if pending:
+        yield pending
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """The JSON records of a JSONL artifact, compacted or not (blank lines skipped; a
+    malformed line raises ValueError naming its line number)."""
+    for number, line in enumerate(read_lines(path), 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}: line {number}: {exc}") from None
+
+
+# ---- planning ----------------------------------------------------------------------------
+
+
+@dataclass
+class FilePlan:
+    """What compaction would do to one file."""
+
+    entry: Entry
+    record: FileRecord
+    kind: str
+    expected: int | None = None  # size after compaction; None when skipped
+    skip: str = ""  # why the file is left alone ("" = it is compacted)
+    removed: list[dict[str, Any]] = field(default_factory=list)  # Markdown headings removed
+    canonicalised: int = 0  # Markdown headings rewritten as ATX
+    new_bytes: bytes | None = None  # Markdown: the cleaned file
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+    @property
+    def size(self) -> int:
+        return self.record.size
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "path": self.path,
+            "id": self.entry.id,
+            "family": self.entry.family,
+            "kind": self.kind,
+            "size": self.size,
+            "expected_size": self.expected,
+            "skipped": self.skip or None,
+        }
+        if self.kind == MARKDOWN:
+            doc["removed_headings"] = self.removed
+            doc["canonicalised_headings"] = self.canonicalised
+        return doc
+
+
+def plan(
+    root: Path,
+    manifest: Manifest,
+    config: Config,
+    *,
+    family: str | None = None,
+    estimate: bool = True,
+) -> list[FilePlan]:
+    """Every JSONL and Markdown artifact of the chosen families, with its verdict.
+
+    JSONL sizes are exact: the file is encoded (to nowhere) as `apply` would encode it;
+    `estimate=False` skips that (apply encodes anyway, and says what it saved).
+    """
+    plans = []
+    for entry in manifest.entries:
+        if family is not None and entry.family != family:
+            continue
+        for record in entry.files:
+            kind = kind_of(record.path)
+            if kind is None:
+                continue
+            p = FilePlan(entry, record, kind)
+            plans.append(p)
+            p.skip = _why_not(p, config)
+            if p.skip:
+                continue
+            try:
+                if kind == JSONL and estimate:
+                    _plan_jsonl(root, p, config)
+                elif kind == JSONL:
+                    pass
+                else:
+                    _plan_markdown(root, p, config)
+            except (OSError, jsonl_codec.CodecError) as exc:
+                p.skip = f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    return plans
+
+
+def _why_not(p: FilePlan, config: Config) -> str:
+    options = config.jsonl if p.kind == JSONL else config.markdown
+    key = f"compaction.{p.kind}"
+    if p.record.compaction is not None:
+        return "already compacted"
+    if not options.enabled:
+        return f"{key}.enabled is false"
+    if p.size < options.min_size_kb * 1024:
+        return f"under {key}.min_size_kb ({options.min_size_kb} KB)"
+    if p.kind == MARKDOWN and not (
+        config.markdown.remove_empty_sections or config.markdown.canonical_headers
+    ):
+        return "both Markdown options are off"
+    return ""
+
+
+class _Counter(io.RawIOBase):
+    """A sink that only counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.n += len(b)
+        return len(b)
+
+
+def _plan_jsonl(root: Path, p: FilePlan, config: Config) -> None:
+    sink = _Counter()
+    with _open_under(root, p.path) as f:
+        if jsonl_codec.is_compacted(f.read(len(jsonl_codec.MAGIC))):
+            p.skip = "already compacted"
+            return
+        f.seek(0)
+        _encode(f, sink, p, config)  # type: ignore[arg-type]
+    if sink.n >= p.size:
+        p.skip = f"would not shrink ({human_size(sink.n)} compacted)"
+    else:
+        p.expected = sink.n
+
+
+def _encode(src: BinaryIO, dst: BinaryIO, p: FilePlan, config: Config) -> None:
+    jsonl_codec.encode(
+        src,
+        dst,
+        original_size=p.size,
+        original_xxh3_128=p.record.xxh3_128,
+        level=config.jsonl.zstd_level,
+        dict_threshold=config.jsonl.dict_threshold,
+        status=p.record.status,
+    )
+
+
+def _plan_markdown(root: Path, p: FilePlan, config: Config) -> None:
+    from .markdown_compact import compact_markdown
+
+    with _open_under(root, p.path) as f:
+        original = f.read()
+    text = original.decode("utf-8", "surrogateescape")
+    result = compact_markdown(
+        text,
+        remove_empty_sections=config.markdown.remove_empty_sections,
+        canonical_headers=config.markdown.canonical_headers,
+    )
+    if result.refused:
+        p.skip = f"left alone: {result.refused}"
+        return
+    if not result.changed:
+        p.skip = "nothing to change"
+        return
+    p.new_bytes = result.text.encode("utf-8", "surrogateescape")
+    p.expected = len(p.new_bytes)
+    p.removed = [{"line": h.line, "level": h.level, "text": h.text} for h in result.removed]
+    p.canonicalised = len(result.canonicalised)
+
+
+@contextlib.contextmanager
+def _open_under(root: Path, rel: str) -> Iterator[BinaryIO]:
+    """Open an artifact for reading without following a symlink anywhere under the root."""
+    head, name = _fs.parent_and_name(rel)
+    dfd = _fs.open_dir_under(root, head)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(0, "not a regular file", rel)
+        yield f
+
+
+# ---- applying ----------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    done: list[FilePlan]
+    skipped: list[FilePlan]  # planned, then found changed or refused at apply time
+    reports: list[str]
+
+
+def temp_name(rel: str) -> str:
+    head, name = _fs.parent_and_name(rel)
+    tmp = f".{name}.compact.tmp-{os.getpid()}"
+    return f"{head}/{tmp}" if head else tmp
+
+
+def apply(
+    root: Path,
+    plans: list[FilePlan],
+    config: Config,
+    *,
+    now: datetime,
+    refresh: Callable[[], object],
+) -> Applied:
+    """Compact the planned files (the caller holds the lock and refreshed the manifest)."""
+    todo = [p for p in plans if not p.skip]
+    if not todo:
+        return Applied([], [], [])
+    md = [p for p in todo if p.kind == MARKDOWN]
+    trash_ids = dict(
+        zip(
+            (p.path for p in md),
+            trash.new_trash_ids(root, [p.entry.id for p in md]) if md else [],
+            strict=True,
+        )
+    )
+    report_md, report_json = _report_names(root, now)
+    journal = trash.Journal(
+        "compact",
+        now,
+        [],
+        sorted(trash_ids.values()),
+        reports=[report_md, report_json],
+        replaces=[
+            trash.Replace(p.path, temp_name(p.path), p.record.xxh3_128, trash_ids.get(p.path, ""))
+            for p in todo
+        ],
+    )
+    trash.write_journal(root, journal)
+    _fs.failpoint("journal_written")
+    done: list[FilePlan] = []
+    skipped: list[FilePlan] = []
+    try:
+        for p in todo:
+            why = (
+                _apply_jsonl(root, p, config)
+                if p.kind == JSONL
+                else _apply_markdown(root, p, trash_ids[p.path], now)
+            )
+            if why:
+                p.skip = why
+                skipped.append(p)
+            else:
+                done.append(p)
+            _fs.failpoint("compacted")
+        applied = Applied(
+            done, skipped, [f"{trash.TRASH_DIR}/{report_md}", f"{trash.TRASH_DIR}/{report_json}"]
+        )
+        md_text, json_text = report(root, applied, now)
+        os.close(trash.trash_root(root))  # made when missing (no Markdown original yet)
+        _fs.atomic_write(
+            root / trash.TRASH_DIR / report_md, md_text.encode("utf-8", "surrogateescape")
+        )
+        _fs.atomic_write(root / trash.TRASH_DIR / report_json, json_text.encode("ascii"))
+        trash.commit(root, journal)
+    except BaseException as exc:
+        trash.abort(root, journal, refresh)
+        if isinstance(exc, OSError):
+            raise ApplyError(
+                f"compact --apply failed ({exc.strerror or exc}); every file is as it was "
+                "or verified compacted, nothing was lost"
+            ) from exc
+        raise
+    trash.roll_forward(root, journal)
+    try:
+        refresh()
+    except OSError as exc:
+        raise ApplyError(
+            f"compaction is done, but the manifest could not be rewritten ({exc.strerror}); "
+            "the next command finishes that"
+        ) from exc
+    trash.remove_journal(root)
+    return applied
+
+
+def _still_as_scanned(st: os.stat_result, record: FileRecord) -> bool:
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (record.size, record.mtime_ns, record.inode)
+
+
+def _apply_jsonl(root: Path, p: FilePlan, config: Config) -> str:
+    head, name = _fs.parent_and_name(p.path)
+    tmp = _fs.parent_and_name(temp_name(p.path))[1]
+    dfd = _fs.open_dir_under(root, head)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode) or not _still_as_scanned(st, p.record):
+                return "changed since the scan"
+            hashing = _Hashing(src)
+            tfd = os.open(
+                tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
+            )
+            with os.fdopen(tfd, "w+b") as out:
+                _encode(hashing, out, p, config)  # type: ignore[arg-type]
+                if hashing.digest() != p.record.xxh3_128:
+                    os.unlink(tmp, dir_fd=dfd)
+                    return "changed since the scan (its checksum differs)"
+                out.flush()
+                os.fsync(out.fileno())
+                size = out.tell()
+                out.seek(0)
+                if jsonl_codec.decoded_digest(out) != (p.size, p.record.xxh3_128):
+                    os.unlink(tmp, dir_fd=dfd)
+                    return "the compacted form did not decode to the original (left alone)"
+                if size >= p.size:
+                    os.unlink(tmp, dir_fd=dfd)
+                    return "would not shrink"
+                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+                os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(out.fileno())
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
+        p.expected = size
+        return ""
+    finally:
+        os.close(dfd)
+
+
+class _Hashing:
+    """A reader that hashes what passes through it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.h = xxhash.xxh3_128()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def readline(self, n: int = -1) -> bytes:
+        data = self.f.readline(n)
+        self.h.update(data)
+        return data
+
+    def digest(self) -> str:
+        rest = self.f.read()  # whatever the encoder did not need (nothing, normally)
+        self.h.update(rest)
+        return str(self.h.hexdigest())
+
+
+def _apply_markdown(root: Path, p: FilePlan, trash_id: str, now: datetime) -> str:
+    head, name = _fs.parent_and_name(p.path)
+    tmp = _fs.parent_and_name(temp_name(p.path))[1]
+    assert p.new_bytes is not None
+    dfd = _fs.open_dir_under(root, head)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode) or not _still_as_scanned(st, p.record):
+                return "changed since the scan"
+            original = src.read()
+        if xxhash.xxh3_128_hexdigest(original) != p.record.xxh3_128:
+            return "changed since the scan (its checksum differs)"
+        trash.write_copy(root, trash_id, _record(p, now), p.path, original, st)
+        _fs.failpoint("trash_copy_written")
+        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        with os.fdopen(tfd, "wb") as out:
+            out.write(p.new_bytes)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fsync(out.fileno())
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
+        return ""
+    finally:
+        os.close(dfd)
+
+
+def _record(p: FilePlan, now: datetime) -> dict[str, Any]:
+    e = p.entry
+    removed = "; ".join(f"line {h['line']}: {'#' * h['level']} {h['text']}" for h in p.removed)
+    reasons = [
+        f"markdown compaction: {len(p.removed)} empty section(s) removed, "
+        f"{p.canonicalised} heading(s) made ATX"
+    ] + ([f"removed {removed}"] if removed else [])
+    return {
+        "format": trash.RECORD_FORMAT,
+        "version": 1,
+        "id": e.id,
+        "family": e.family,
+        "directory": e.directory,
+        "run_key": e.run_key,
+        "timestamp": iso(e.timestamp),
+        "status": e.status,
+        "trashed_at": iso(now),
+        "operation": "compact",
+        "compacted_xxh3_128": xxhash.xxh3_128_hexdigest(p.new_bytes or b""),
+        "reasons": reasons,
+        "size": p.size,
+        "file_count": 1,
+        "files": [
+            {
+                "path": p.path,
+                "size": p.size,
+                "mtime_ns": p.record.mtime_ns,
+                "xxh3_128": p.record.xxh3_128,
+            }
+        ],
+    }
+
+
+def _report_names(root: Path, now: datetime) -> tuple[str, str]:
+    stem = f"compact_report_{now.strftime('%Y%m%d_%H%M%S')}"
+    taken = set(trash.reports(root))
+    name, n = stem, 1
+    while f"{name}.md" in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return f"{name}.md", f"{name}.json"
+
+
+def report(root: Path, applied: Applied, now: datetime) -> tuple[str, str]:
+    """The compaction report: each file, its sizes, and each Markdown heading removed."""
+    before = sum(p.size for p in applied.done)
+    after = sum(p.expected or 0 for p in applied.done)
+    md = [
+        f"# Compaction Report {shown_time(now)} UTC",
+        "",
+        f"- Root: `{root}`",
+        f"- Compacted: {plural(len(applied.done), 'file')}, {human_size(before)} -> "
+        f"{human_size(after)}",
+        f"- Skipped at apply time: {len(applied.skipped)}",
+        "- Markdown originals are in the trash: `cryptorun artifacts restore --id ID`",
+        "",
+        "| File | Kind | Before | After | Run |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {_md(p.path)} | {p.kind} | {human_size(p.size)} | {human_size(p.expected or 0)} | "
+        f"{p.entry.id} |"
+        for p in applied.done
+    ]
+    removed = [(p, h) for p in applied.done for h in p.removed]
+    md += ["", "## Removed headings", ""]
+    if removed:
+        md += ["| File | Line | Heading |", "|---|---|---|"]
+        md += [
+            f"| {_md(p.path)} | {h['line']} | {_md('#' * h['level'] + ' ' + h['text'])} |"
+            for p, h in removed
+        ]
+    else:
+        md.append("None.")
+    if applied.skipped:
+        md += ["", "## Skipped", "", "| File | Why |", "|---|---|"]
+        md += [f"| {_md(p.path)} | {_md(p.skip)} |" for p in applied.skipped]
+    doc = {
+        "format": "artifacts_tasks.compact_report",
+        "version": 1,
+        "applied_at": iso(now),
+        "compacted": [p.to_json() for p in applied.done],
+        "skipped": [p.to_json() for p in applied.skipped],
+    }
+    return "\n".join(md) + "\n", json.dumps(doc) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
