@@ -7,8 +7,11 @@ a decoder needs):
    with the version, the original's size and xxh3-128, the codec parameters;
 2. the original's first line, verbatim, with its newline (schema preservation: `head -2`
    still shows a record);
-3. blocks, each a 4-byte big-endian length and a zstd frame, that decode to the rest of
-   the original's lines.
+3. one zstd stream in chunks, each a 4-byte big-endian length and the bytes zstd gave up
+   to a block flush: chunk by chunk it decompresses to one block's payload, which decodes
+   to the next of the original's lines; an empty payload (the frame's end) closes it.
+   One stream, not a frame a block: zstd's window (8 MiB at level 19) reaches back
+   across blocks, as it would over the plain file.
 
 Each line is split into a *template* — everything outside string and bare-value tokens,
 plus object keys — and its *values*. Templates repeat (a JSONL file's records mostly share
@@ -132,14 +135,22 @@ def encode(
     dst.write(first)
     if not first.endswith(b"\n"):
         return  # one line without a newline: nothing more to say
-    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=True)
+    # Parameters sized to the file (as `zstd -19 FILE` sizes them): a small file does not
+    # pay for an 8 MiB window's tables.
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=original_size, write_checksum=1
+    )
+    stream = zstandard.ZstdCompressor(compression_params=params).compressobj()
     ranker = zstandard.ZstdCompressor(level=min(level, _RANKING_LEVEL))
     for lines in _blocks(src, block_bytes):
         candidates = list(_payloads(lines, dict_threshold))
         best = min(candidates, key=lambda payload: len(ranker.compress(payload)))
-        frame = compressor.compress(best)
-        dst.write(struct.pack(">I", len(frame)))
-        dst.write(frame)
+        chunk = stream.compress(best) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        dst.write(struct.pack(">I", len(chunk)))
+        dst.write(chunk)
+    end = stream.flush()  # the frame's end and its checksum
+    dst.write(struct.pack(">I", len(end)))
+    dst.write(end)
 
 
 def _blocks(src: BinaryIO, block_bytes: int) -> Iterator[list[bytes]]:
@@ -291,29 +302,29 @@ def _decode_body(src: BinaryIO) -> Iterator[bytes]:
         if src.read(1):
             raise CodecError("bytes after a last line that had no newline")
         return
-    decompressor = zstandard.ZstdDecompressor()
+    stream = zstandard.ZstdDecompressor().decompressobj()
     started = False
     while True:
         size = src.read(4)
-        if not size:
-            break
         if len(size) < 4:
-            raise CodecError("truncated block length")
+            raise CodecError("truncated: the stream ends before its last chunk")
         (n,) = struct.unpack(">I", size)
-        frame = src.read(n)
-        if len(frame) < n:
-            raise CodecError("truncated block")
+        chunk = src.read(n)
+        if len(chunk) < n:
+            raise CodecError("truncated chunk")
         try:
-            payload = decompressor.decompress(frame, max_output_size=64 * BLOCK_BYTES)
+            payload = stream.decompress(chunk)
         except zstandard.ZstdError as exc:
-            raise CodecError(f"a block does not decompress ({exc})") from None
+            raise CodecError(f"a chunk does not decompress ({exc})") from None
+        if not payload:
+            break  # the frame's end: nothing may follow
         lines = _decode_block(payload)
         if started:
             yield b"\n"
         started = True
         yield b"\n".join(lines)
-    if not started:
-        raise CodecError("no block follows the first line")
+    if not started or not stream.eof or src.read(1):
+        raise CodecError("the stream does not end where it should")
 
 
 def _decode_block(payload: bytes) -> list[bytes]:
