@@ -310,7 +310,7 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
             and plan.delete
             and not confirm(plan, ctx, ctx.err if args.json else ctx.out)
         ):
-            print("Nothing was changed.", file=ctx.out)
+            print("Nothing was changed.", file=ctx.err if args.json else ctx.out)
             return errors.EXIT_OK
         applied = gc.apply(ctx.root, plan, saved, config, pins=pins, refresh=ctx.refresh_quietly)
     if args.json:

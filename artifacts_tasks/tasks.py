@@ -236,7 +236,7 @@ def make_tasks(
         }
 
     def task_gc_apply() -> dict[str, Any]:
-        """Apply the retention plan: move the runs it deletes to artifacts/.trash/.
+        """Apply the retention plan: move the runs it deletes to the trash.
 
         No questions: running the task is the confirmation. Config and manifest are checked
         against their schemas before anything moves.
