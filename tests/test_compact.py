@@ -1,0 +1,306 @@
+"""compact, cat and the readers, as users depend on them: smaller files, the same bytes back,
+Markdown originals in the trash, and a SIGKILL at any step losing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xxhash
+
+from artifacts_tasks import compact
+
+from .conftest import REPO, write
+
+CORPORA = REPO.parent / "shared" / "corpora"
+needs_corpora = pytest.mark.skipif(
+    not CORPORA.is_dir() and os.environ.get("CI") != "true",
+    reason="../shared/corpora is not beside this clone",
+)
+CONFIG = """\
+retention:
+  bench: {keep: -1}
+  greenwall: {keep: -1}
+compaction:
+  jsonl: {min_size_kb: 20}
+  markdown: {min_size_kb: 0}
+"""
+
+
+def big_jsonl(n: int, status: str = "pass") -> bytes:
+    rows = [
+        json.dumps(
+            {
+                "ts": f"2025-09-0{1 + i % 9}T00:00:{i % 60:02d}Z",
+                "p99_ms": i % 97 + 0.5,
+                "endpoint": f"/scan/{['momentum', 'breakout', 'reversal'][i % 3]}",
+            }
+        )
+        for i in range(n)
+    ]
+    return ("\n".join(rows) + "\n" + json.dumps({"status": status}) + "\n").encode()
+
+
+def cli(
+    root: Path, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    base = {k: v for k, v in os.environ.items() if k != "ARTIFACTS_FAILPOINT"}
+    return subprocess.run(
+        [sys.executable, "-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv],
+        cwd=root.parent,
+        env={**base, **(env or {})},
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(root: Path, *argv: str) -> str:
+    r = cli(root, *argv)
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout.decode()
+
+
+def listed(root: Path) -> dict[str, dict[str, Any]]:
+    doc = json.loads(ok(root, "list", "--json"))
+    return {p: e for e in doc["entries"] for p in e["paths"]}
+
+
+def manifest_rows(root: Path) -> dict[str, list[Any]]:
+    lines = (root / ".manifest.json").read_text().splitlines()[1:-1]
+    return {row[0]: row for line in lines for row in json.loads(line.rstrip(","))["files"]}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path / "artifacts"
+    files = {
+        "bench/run_20250901_000000.jsonl": big_jsonl(3000, "fail"),
+        "bench/run_20250902_000000.jsonl": big_jsonl(2500),
+        "bench/run_20250902_000000.md": b"# Bench\n\nStatus: PASS\n",
+        "bench/small_20250903_000000.jsonl": big_jsonl(5),
+        "greenwall/gw_20250903_000000.md": (
+            b"Title\n=====\n\n## Empty\n\n## Results\n\nStatus: PASS\n\n### Nothing here\n"
+        ),
+    }
+    for rel, data in files.items():
+        write(root, rel, data)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    ok(root, "scan")
+    return root, files
+
+
+def test_dry_run_says_what_and_how_small_and_changes_nothing(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = project
+    before = {rel: (root / rel).read_bytes() for rel in files}
+    plan = json.loads(ok(root, "compact", "--json"))
+    by_path = {f["path"]: f for f in plan["files"]}
+    assert plan["dry_run"] is True
+    big = by_path["bench/run_20250901_000000.jsonl"]
+    assert big["skipped"] is None and big["expected_size"] < big["size"] / 5
+    assert by_path["bench/small_20250903_000000.jsonl"]["skipped"].startswith(
+        "under compaction.jsonl.min_size_kb"
+    )
+    md = by_path["greenwall/gw_20250903_000000.md"]
+    assert [h["text"] for h in md["removed_headings"]] == ["Empty", "Nothing here"]
+    assert md["canonicalised_headings"] == 1
+    assert {rel: (root / rel).read_bytes() for rel in files} == before
+    text = ok(root, "compact", "--verbose")
+    assert "Compaction Plan (DryRun: true)" in text and "removes line 4: ## Empty" in text
+
+
+def test_apply_compacts_and_every_reader_gives_the_original_back(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = project
+    statuses = {p: e["status"] for p, e in listed(root).items()}
+    stats = {rel: (root / rel).stat() for rel in files}
+    ok(root, "compact", "--apply")
+    for rel in ("bench/run_20250901_000000.jsonl", "bench/run_20250902_000000.jsonl"):
+        path = root / rel
+        assert path.stat().st_size < len(files[rel]) / 5
+        assert path.stat().st_mtime_ns == stats[rel].st_mtime_ns  # a run dated by mtime keeps it
+        assert path.stat().st_mode == stats[rel].st_mode
+        assert b"".join(compact.read_original(path)) == files[rel]
+        assert list(compact.read_records(path)) == [
+            json.loads(line) for line in files[rel].splitlines()
+        ]
+        assert cli(root, "cat", rel).stdout == files[rel]  # relative to the root
+        row = manifest_rows(root)[rel]
+        assert row[7]["original_size"] == len(files[rel])
+        assert row[7]["original_xxh3_128"] == xxhash.xxh3_128_hexdigest(files[rel])
+    assert {p: e["status"] for p, e in listed(root).items()} == statuses
+    small = "bench/small_20250903_000000.jsonl"
+    assert (root / small).read_bytes() == files[small]
+    assert cli(root, "verify").returncode == 0
+    # Idempotent: nothing more to do, and the compacted files are not read again.
+    again = json.loads(ok(root, "compact", "--json"))
+    assert all(f["skipped"] for f in again["files"])
+    assert {f["skipped"] for f in again["files"] if f["kind"] == "jsonl"} >= {"already compacted"}
+
+
+def test_cat_from_the_current_directory_and_of_a_plain_file(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = project
+    ok(root, "compact", "--apply")
+    rel = "bench/run_20250901_000000.jsonl"
+    assert cli(root, "cat", f"artifacts/{rel}").stdout == files[rel]  # cwd is root's parent
+    assert (
+        cli(root, "cat", "bench/run_20250902_000000.md").stdout
+        == files["bench/run_20250902_000000.md"]
+    )
+    missing = cli(root, "cat", "bench/nope.jsonl")
+    assert missing.returncode == 2 and b"no such file" in missing.stderr
+
+
+def test_markdown_original_goes_to_the_trash_and_restore_undoes_it(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = project
+    rel = "greenwall/gw_20250903_000000.md"
+    ok(root, "compact", "--apply")
+    cleaned = (root / rel).read_bytes()
+    assert cleaned == b"# Title\n\n## Results\n\nStatus: PASS\n\n"
+    report = next((root / ".trash").glob("compact_report_*.md")).read_text()
+    assert "| greenwall/gw_20250903_000000.md | 4 | ## Empty |" in report
+    trashed = [json.loads(p.read_text()) for p in (root / ".trash").glob("*/.record.json")]
+    (record,) = trashed
+    assert record["operation"] == "compact" and record["files"][0]["path"] == rel
+    ok(root, "restore", "--id", record["id"])
+    assert (root / rel).read_bytes() == files[rel]
+    assert cli(root, "verify").returncode == 0
+
+
+def test_restore_of_a_compaction_refuses_when_the_cleaned_file_was_edited(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, _ = project
+    rel = "greenwall/gw_20250903_000000.md"
+    ok(root, "compact", "--apply")
+    (root / rel).write_text("# Title\n\nedited by hand since\n")
+    record = json.loads(next((root / ".trash").glob("*/.record.json")).read_text())
+    r = cli(root, "restore", "--id", record["id"])
+    assert r.returncode == 1 and b"refusing to overwrite" in r.stderr
+    assert (root / rel).read_text() == "# Title\n\nedited by hand since\n"
+
+
+def test_a_file_changed_since_the_scan_is_left_alone(
+    project: tuple[Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from artifacts_tasks import trash
+    from artifacts_tasks.cli import main
+
+    root, files = project
+    rel = "bench/run_20250902_000000.jsonl"
+    real = trash.write_journal
+
+    def journal_then_edit(where: Path, journal: Any) -> None:
+        real(where, journal)
+        if journal.state == "moving":  # between the plan and the move, once
+            with open(root / rel, "ab") as f:
+                f.write(b'{"late": true}\n')
+
+    monkeypatch.setattr(trash, "write_journal", journal_then_edit)
+    assert (
+        main(
+            [
+                "--root",
+                str(root),
+                "--config",
+                str(root.parent / "config" / "artifacts.yaml"),
+                "compact",
+                "--apply",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (root / rel).read_bytes() == files[rel] + b'{"late": true}\n'
+    assert not list((root / "bench").glob(".*tmp*"))
+
+
+# ---- crash safety ------------------------------------------------------------------------
+
+STEPS = [
+    "journal_written",
+    "compacted:1",
+    "compacted:2",
+    "trash_copy_written",
+    "committed",
+    "rolled_forward",
+]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_compact_killed_at_each_step_loses_nothing(
+    project: tuple[Path, dict[str, bytes]], step: str
+) -> None:
+    root, files = project
+    killed = cli(root, "compact", "--apply", env={"ARTIFACTS_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    after = cli(root, "list")
+    assert after.returncode == 0, after.stderr
+    for rel, data in files.items():
+        assert b"".join(compact.read_original(root / rel)) in (data, _cleaned(rel, data))
+    leftovers = [p for p in root.rglob("*") if ".tmp-" in p.name]
+    assert leftovers == [] and not (root / ".journal.json").exists()
+    assert cli(root, "verify").returncode == 0
+    # A Markdown file keeps a trash copy exactly when it was cleaned.
+    md = "greenwall/gw_20250903_000000.md"
+    copies = list((root / ".trash").glob(f"*/{md}")) if (root / ".trash").exists() else []
+    assert bool(copies) == ((root / md).read_bytes() != files[md])
+    ok(root, "compact", "--apply")  # finishes the job
+    for rel, data in files.items():
+        assert b"".join(compact.read_original(root / rel)) in (data, _cleaned(rel, data))
+
+
+def _cleaned(rel: str, data: bytes) -> bytes:
+    if rel.endswith(".md") and data.startswith(b"Title"):
+        return b"# Title\n\n## Results\n\nStatus: PASS\n\n"
+    return data
+
+
+# ---- real data ---------------------------------------------------------------------------
+
+
+@needs_corpora
+def test_real_corpora_compact_and_come_back_byte_for_byte(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    sources = {
+        "bench/zeek_20250901_000000.jsonl": CORPORA / "jsonl" / "zeek_x509.ndjson",
+        "bench/amazon_20250902_000000.jsonl": CORPORA
+        / "jsonl"
+        / "simdjson_amazon_cellphones.ndjson",
+        "bench/fthypt_20250903_000000.jsonl": CORPORA
+        / "jsonl"
+        / "freqtrade_hyperopt_SampleStrategy.fthypt.jsonl",
+        "greenwall/trap_20250901_000000.md": CORPORA
+        / "markdown"
+        / "nautilus_trader_docs_environment_setup.md",
+        "greenwall/history_20250902_000000.md": CORPORA / "markdown" / "requests_HISTORY.md",
+    }
+    for rel, src in sources.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / rel)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    ok(root, "compact", "--apply")
+    for rel, src in sources.items():
+        if rel.endswith(".jsonl"):
+            assert cli(root, "cat", rel).stdout == src.read_bytes()
+    report = next((root / ".trash").glob("compact_report_*.md")).read_text()
+    assert "## Nautilus CLI developer guide" in report  # the trap heading, named
+    history = (root / "greenwall/history_20250902_000000.md").read_text()
+    assert history.startswith("# Release History\n") and "\n## 0.0.1 (2011-02-13)\n" in history
+    assert cli(root, "verify").returncode == 0
