@@ -304,3 +304,42 @@ def test_real_corpora_compact_and_come_back_byte_for_byte(tmp_path: Path) -> Non
     history = (root / "greenwall/history_20250902_000000.md").read_text()
     assert history.startswith("# Release History\n") and "\n## 0.0.1 (2011-02-13)\n" in history
     assert cli(root, "verify").returncode == 0
+
+
+@needs_corpora
+def test_every_jsontestsuite_file_as_a_line_survives_compaction_and_cat(tmp_path: Path) -> None:
+    files = sorted((CORPORA / "jsontestsuite").rglob("*.json"))
+    lines = [p.read_bytes().replace(b"\n", b" ") for p in files]
+    data = b"\n".join(lines * 40) + b"\n"  # big enough for min_size_kb
+    root = tmp_path / "artifacts"
+    write(root, "bench/suite_20250901_000000.jsonl", data)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    ok(root, "compact", "--apply")
+    packed = (root / "bench/suite_20250901_000000.jsonl").read_bytes()
+    assert len(packed) < len(data) / 10
+    assert cli(root, "cat", "bench/suite_20250901_000000.jsonl").stdout == data
+
+
+def test_doit_compact_apply_compacts_once_then_has_nothing_to_do(tmp_path: Path) -> None:
+    from .test_tasks import doit
+
+    root = tmp_path / "artifacts"
+    write(root, "bench/run_20250901_000000.jsonl", big_jsonl(3000))
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    (tmp_path / "dodo.py").write_text(
+        "from artifacts_tasks.tasks import *  # noqa: F403\n"
+        "DOIT_CONFIG = {'dep_file': '.doit.json', 'backend': 'json'}\n"
+    )
+    first = doit(tmp_path, "compact_apply")
+    assert first.code == 0, first
+    assert "Compacted 1 file" in first.out
+    packed = (root / "bench/run_20250901_000000.jsonl").read_bytes()
+    second = doit(tmp_path, "compact_apply")
+    assert second.code == 0 and "Nothing was compacted." in second.out
+    plan = doit(tmp_path, "compact")
+    assert (
+        plan.code == 0 and "To Compact: 0 files" in plan.out and "1 already compacted" in plan.out
+    )
+    assert (root / "bench/run_20250901_000000.jsonl").read_bytes() == packed
