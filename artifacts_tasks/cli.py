@@ -499,6 +499,112 @@ def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
     return errors.EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace, ctx: Context) -> int:
+    """Why one run is kept or would be deleted: each rule, its counters, the safety rules."""
+    import dataclasses
+
+    from . import gc
+    from .pins import load_pins, pin_markers
+
+    manifest = ctx.current_manifest("explain")
+    by_id = manifest.by_id()
+    if args.id not in by_id:
+        from . import trash
+
+        try:
+            item: trash.TrashItem | None = trash.find(ctx.root, args.id)
+        except errors.ArtifactsError:
+            item = None
+        if item is not None and item.record is not None:
+            r = item.record
+            raise UsageError(
+                f"{args.id} is in the trash ({ctx.root / '.trash' / item.trash_id}), "
+                f"moved there by {r['operation']} at {shown_time(parse_iso(r['trashed_at']))}"
+                f"Z because: {'; '.join(r['reasons'])}; `restore --id {item.trash_id}` "
+                "puts it back"
+            )
+    entry = find_entry(manifest, args.id)
+    pins = pin_markers(load_pins(ctx.root))
+    plan = gc.plan(manifest, ctx.config, now=now_utc(), family=entry.family, pins=pins)
+    verdicts = plan.by_family.get(entry.family, [])
+    v = next(v for v in verdicts if v.item.id == entry.id)
+    retention = ctx.config.retention[entry.family]
+    rules = {
+        k: (list(val) if isinstance(val, tuple) else val)
+        for k, val in dataclasses.asdict(retention).items()
+        if val not in (0, None, ())
+    }
+    newest = verdicts[0].item.id if verdicts else None
+    passing = [x.item for x in verdicts if x.item.status == "pass"]
+    newest_pass = max(passing, key=Entry.sort_key).id if passing else None
+    safety = {
+        "pinned": v.item.pinned,
+        "last_run": entry.id == max((x.item for x in verdicts), key=Entry.sort_key).id,
+        "last_pass": entry.id == newest_pass,
+    }
+    doc = {
+        "id": entry.id,
+        "family": entry.family,
+        "timestamp": iso(entry.timestamp),
+        "status": entry.status,
+        "size": entry.size,
+        "file_count": entry.file_count,
+        "keep": v.keep,
+        "rank": v.rank,
+        "family_runs": len(verdicts),
+        "policy": rules,
+        "matches": [m._asdict() for m in v.matches],
+        "counters": v.counters,
+        "safety": safety,
+        "reasons": list(v.reasons),
+    }
+    if args.json:
+        dump_json(doc, ctx.out)
+        return errors.EXIT_OK
+    out = ctx.out
+    print(
+        f"Run {entry.id} ({entry.family}, {shown_time(entry.timestamp)}, {entry.status}, "
+        f"{plural(entry.file_count, 'file')}, {human_size(entry.size)})",
+        file=out,
+    )
+    verdict = "kept" if v.keep else "would be deleted by the next `gc --apply`"
+    print(f"Verdict: {verdict}", file=out)
+    print(f"Rank: {v.rank} of {len(verdicts)} in {entry.family}, newest first", file=out)
+    policy = ", ".join(f"{k}: {val}" for k, val in rules.items()) or "none"
+    print(f"Policy for {entry.family}: {policy}", file=out)
+    print("Why:", file=out)
+    for reason in v.reasons:
+        print(f"  - {reason}", file=out)
+    if v.matches:
+        print("Rules that keep it (restic's words):", file=out)
+        for m in v.matches:
+            print(f"  - {m.rule}: {m.restic}", file=out)
+    if v.counters:
+        left = ", ".join(f"{k} {n if n >= 0 else 'unlimited'}" for k, n in v.counters.items())
+        print(f"Left after it: {left}", file=out)
+    print("Safety rules:", file=out)
+    print(
+        f"  - pinned: {'yes' if safety['pinned'] else 'no'}"
+        + ("" if safety["pinned"] else f" (`pin --id {entry.id} --on` keeps it for good)"),
+        file=out,
+    )
+    print(
+        f"  - last_run: {'yes' if safety['last_run'] else 'no'}"
+        + (f" (the newest is {newest})" if not safety["last_run"] and newest else ""),
+        file=out,
+    )
+    print(
+        f"  - last_pass: {'yes' if safety['last_pass'] else 'no'}"
+        + (
+            f" (the newest passing run is {newest_pass})"
+            if not safety["last_pass"] and newest_pass
+            else ""
+        ),
+        file=out,
+    )
+    return errors.EXIT_OK
+
+
 def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
     """Plan compaction (a dry run), or apply it."""
     from . import compact
@@ -806,6 +912,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="trashed more than this long ago, e.g. 30d, 12h, 1y2m (default: trash.retention_days)",
     )
     t.set_defaults(handler=cmd_trash_purge)
+
+    p = command("explain", cmd_explain, "why a run is kept or would be deleted, rule by rule")
+    p.add_argument("--id", required=True, metavar="ID", help="the run's id (see `list`)")
+    p.add_argument("--json", action="store_true", help="machine-readable")
 
     p = command("compact", cmd_compact, "plan compaction (a dry run), or apply it")
     p.add_argument("--apply", action="store_true", help="compact the files the plan lists")

@@ -109,3 +109,43 @@ def test_pins_from_the_pins_file_hold_on_a_stale_manifest(tmp_path: Path) -> Non
     assert by_id.id not in deleted and by_run.id not in deleted
     assert run_marker("bench", by_run.directory, by_run.run_key) in pin_markers(pins)
     assert p.safety_counts()["pinned"] == 2
+
+
+# ---- explain --------------------------------------------------------------------------------
+
+
+def test_explain_agrees_with_the_plan_for_every_run(tmp_path: Path) -> None:
+    from .conftest import run_main
+
+    root = tmp_path / "artifacts"
+    generate(root, runs_per_family=15, seed=7)
+    plan = json.loads(run_main("--root", root, "gc", "--json").out)
+    verdicts = {d["id"]: (False, d["reasons"]) for d in plan["delete"]}
+    verdicts |= {k["id"]: (True, k["reasons"]) for k in plan["keep"]}
+    for run_id, (keep, reasons) in list(verdicts.items())[::7]:
+        r = run_main("--root", root, "explain", "--id", run_id, "--json")
+        assert r.code == 0, r
+        doc = json.loads(r.out)
+        assert (doc["keep"], doc["reasons"]) == (keep, reasons)
+        assert doc["safety"]["last_run"] == ("last_run" in reasons)
+        assert doc["safety"]["last_pass"] == ("last_pass" in reasons)
+        rules = [r for r in reasons if r not in ("pinned", "last_run", "last_pass")]
+        assert bool(doc["matches"]) == (keep and bool(rules))  # a deleted run matched none
+        text = run_main("--root", root, "explain", "--id", run_id).out
+        assert ("Verdict: kept" in text) == keep
+        for reason in reasons:
+            assert f"  - {reason}\n" in text
+
+
+def test_explain_of_a_trashed_run_says_where_it_went(tmp_path: Path) -> None:
+    from .conftest import run_main
+
+    root = tmp_path / "artifacts"
+    generate(root, runs_per_family=15, seed=7)
+    doc = json.loads(run_main("--root", root, "gc", "--apply", "--force", "--json").out)
+    gone = doc["applied"]["moved"][0]["id"]
+    r = run_main("--root", root, "explain", "--id", gone)
+    assert r.code == 2
+    assert f"{gone} is in the trash" in r.err and f"restore --id {gone}" in r.err
+    unknown = run_main("--root", root, "explain", "--id", "zzzz")
+    assert unknown.code == 2 and "unknown id 'zzzz'" in unknown.err
