@@ -312,7 +312,15 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
         ):
             print("Nothing was changed.", file=ctx.err if args.json else ctx.out)
             return errors.EXIT_OK
-        applied = gc.apply(ctx.root, plan, saved, config, pins=pins, refresh=ctx.refresh_quietly)
+        applied = gc.apply(
+            ctx.root,
+            plan,
+            saved,
+            config,
+            pins=pins,
+            refresh=ctx.refresh_quietly,
+            progress=make_progress("gc apply", enabled=ctx.progress),
+        )
     if args.json:
         dump_json(gc.applied_json(plan, applied), ctx.out)
         return errors.EXIT_OK
@@ -394,7 +402,13 @@ def cmd_restore(args: argparse.Namespace, ctx: Context) -> int:
     with _fs.root_lock(ctx.root, "restore"):
         ctx.refresh_locked(need_manifest=False)
         item = trash.find(ctx.root, args.id)
-        trash.restore(ctx.root, item, now=now_utc(), refresh=ctx.refresh_quietly)
+        trash.restore(
+            ctx.root,
+            item,
+            now=now_utc(),
+            refresh=ctx.refresh_quietly,
+            progress=make_progress("restore", enabled=ctx.progress),
+        )
     r = item.record
     assert r is not None
     print(
@@ -486,7 +500,7 @@ def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
     with _fs.root_lock(ctx.root, "trash purge"):
         ctx.refresh_locked(need_manifest=False)
         doomed = trash.expired(ctx.root, cutoff)
-        trash.purge(ctx.root, doomed)
+        trash.purge(ctx.root, doomed, make_progress("purge", enabled=ctx.progress))
     if not doomed:
         print(f"Nothing in the trash was trashed more than {duration} ago.", file=ctx.out)
         return errors.EXIT_OK
@@ -626,7 +640,14 @@ def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
         if saved is None:
             raise AssertionError("a refresh leaves a manifest")
         plans = compact.plan(ctx.root, saved, config, family=args.family, estimate=False)
-        applied = compact.apply(ctx.root, plans, config, now=now_utc(), refresh=ctx.refresh_quietly)
+        applied = compact.apply(
+            ctx.root,
+            plans,
+            config,
+            now=now_utc(),
+            refresh=ctx.refresh_quietly,
+            progress=make_progress("compact", enabled=ctx.progress),
+        )
     if args.json:
         doc = compact_json(plans, dry_run=False)
         doc["reports"] = applied.reports

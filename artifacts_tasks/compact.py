@@ -33,6 +33,7 @@ from . import _fs, jsonl_codec, trash
 from .config import Config
 from .errors import ApplyError
 from .manifest import Entry, FileRecord, Manifest, iso, shown_time
+from .progress import NoProgress, Progress
 from .text import human_size, plural
 
 JSONL, MARKDOWN = "jsonl", "markdown"
@@ -284,6 +285,7 @@ def apply(
     *,
     now: datetime,
     refresh: Callable[[], object],
+    progress: Progress | None = None,
 ) -> Applied:
     """Compact the planned files (the caller holds the lock and refreshed the manifest)."""
     todo = [p for p in plans if not p.skip]
@@ -313,6 +315,8 @@ def apply(
     _fs.failpoint("journal_written")
     done: list[FilePlan] = []
     skipped: list[FilePlan] = []
+    bar = progress or NoProgress()
+    bar.start(len(todo), sum(p.size for p in todo))
     try:
         for p in todo:
             why = (
@@ -325,7 +329,9 @@ def apply(
                 skipped.append(p)
             else:
                 done.append(p)
+            bar.advance(1, p.size)
             _fs.failpoint("compacted")
+        bar.close()
         applied = Applied(
             done, skipped, [f"{trash.TRASH_DIR}/{report_md}", f"{trash.TRASH_DIR}/{report_json}"]
         )
@@ -337,6 +343,7 @@ def apply(
         _fs.atomic_write(root / trash.TRASH_DIR / report_json, json_text.encode("ascii"))
         trash.commit(root, journal)
     except BaseException as exc:
+        bar.close()
         trash.abort(root, journal, refresh)
         if isinstance(exc, OSError):
             raise ApplyError(

@@ -26,6 +26,7 @@ from .errors import ApplyError, PlanValidationError, TrashError
 from .manifest import Entry, Manifest, iso, shown_time
 from .pins import is_pinned
 from .policy import Verdict, decide
+from .progress import NoProgress, Progress
 from .text import human_size, plural
 from .trash import TrashItem
 
@@ -253,6 +254,7 @@ def apply(
     *,
     pins: Collection[str] = (),
     refresh: Callable[[], object],
+    progress: Progress | None = None,
 ) -> Applied:
     """Move the plan's doomed runs into the trash; the caller holds the lock.
 
@@ -307,8 +309,14 @@ def apply(
     _fs.failpoint("journal_written")
     mover = None
     try:
-        with trash.Mover(root) as mover:
+        bar = progress or NoProgress()
+        bar.start(
+            sum(v.item.file_count for v, _ in applied.moved),
+            sum(v.item.size for v, _ in applied.moved),
+        )
+        with trash.Mover(root) as mover, contextlib.closing(bar):
             for v, tid in list(applied.moved):
+                bar.advance(v.item.file_count, v.item.size)
                 inodes = [f.inode for f in v.item.files]
                 why = mover.put(tid, _record(v, p.now, report_md), moves[tid], inodes)
                 if why:

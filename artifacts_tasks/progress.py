@@ -53,6 +53,7 @@ class BarProgress:
                 leave=False,
                 dynamic_ncols=True,
                 mininterval=0.2,
+                postfix=f"0/{files:,} files",
             )
 
     def advance(self, files: int, nbytes: int) -> None:

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from . import _fs
 from .errors import ApplyError, JournalError, TrashError, UnsafeFileError, UsageError
 from .manifest import iso, parse_iso
+from .progress import NoProgress, Progress
 
 TRASH_DIR = ".trash"
 JOURNAL_NAME = ".journal.json"
@@ -670,7 +671,13 @@ def write_copy(
         os.close(folder)
 
 
-def move_all(root: Path, moves: Sequence[Move], *, replace: AbstractSet[str] = frozenset()) -> None:
+def move_all(
+    root: Path,
+    moves: Sequence[Move],
+    *,
+    replace: AbstractSet[str] = frozenset(),
+    progress: Progress | None = None,
+) -> None:
     """Rename each file to its place, opening each directory pair once; only a destination
     in `replace` may be overwritten."""
     fds: dict[tuple[str, str], tuple[int, int]] = {}
@@ -694,6 +701,8 @@ def move_all(root: Path, moves: Sequence[Move], *, replace: AbstractSet[str] = f
                     _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
             except FileExistsError:
                 raise FileExistsError(errno.EEXIST, "File exists", m.src, None, m.dst) from None
+            if progress is not None:
+                progress.advance(1, m.size)
             _fs.failpoint("moved")
     finally:
         for sfd, dfd in fds.values():
@@ -806,21 +815,26 @@ def expired(root: Path, cutoff: datetime) -> list[TrashItem]:
     return [t for t in items(root) if t.trashed_at is not None and t.trashed_at <= cutoff]
 
 
-def purge(root: Path, doomed: Sequence[TrashItem]) -> None:
+def purge(root: Path, doomed: Sequence[TrashItem], progress: Progress | None = None) -> None:
     """Delete trash folders for good: each is first renamed out of sight (atomic), then
     removed, so a crash leaves it whole or already gone from `trash list`."""
     if not doomed:
         return
     fd = _open_trash(root)
     hidden = ""
+    bar = progress or NoProgress()
+    bar.start(len(doomed), sum(t.size for t in doomed))
     try:
         for item in doomed:
+            bar.advance(1, item.size)
             hidden = f"{PURGE_PREFIX}{item.trash_id}"
             os.rename(item.trash_id, hidden, src_dir_fd=fd, dst_dir_fd=fd)
             _fs.failpoint("purge_renamed")
             shutil.rmtree(hidden, dir_fd=fd)
         os.fsync(fd)
+        bar.close()
     except OSError as exc:
+        bar.close()
         raise TrashError(
             f"purging {root / TRASH_DIR / hidden} stopped ({_why(exc)}); fix that and run "
             "`cryptorun artifacts trash purge` again (what is left is out of `trash list` "
@@ -878,7 +892,14 @@ def find(root: Path, wanted: str) -> TrashItem:
     return matches[0]
 
 
-def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[], object]) -> None:
+def restore(
+    root: Path,
+    item: TrashItem,
+    *,
+    now: datetime,
+    refresh: Callable[[], object],
+    progress: Progress | None = None,
+) -> None:
     """Move a trashed run back where it was (the caller holds the lock).
 
     Every file is checked against its recorded checksum first, and nothing is overwritten:
@@ -917,7 +938,10 @@ def restore(root: Path, item: TrashItem, *, now: datetime, refresh: Callable[[],
     write_journal(root, journal)
     _fs.failpoint("journal_written")
     try:
-        move_all(root, moves, replace=replaceable)
+        bar = progress or NoProgress()
+        bar.start(len(moves), sum(m.size for m in moves))
+        with contextlib.closing(bar):
+            move_all(root, moves, replace=replaceable, progress=bar)
         commit(root, journal)
     except BaseException as exc:
         abort(root, journal, refresh)

@@ -6,13 +6,17 @@ moves, what is refused, and that every refusal leaves the tree exactly as it was
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1188,3 +1192,54 @@ def test_with_json_the_question_goes_to_the_terminal_not_into_the_json(proj: Pro
     doc = json.loads(r.out)  # stdout is only the JSON
     assert doc["applied"]["moved"]
     assert "[y/N]" in r.err and "GC Plan Summary (DryRun: false)" in r.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "bar"),
+    [
+        (["gc", "--apply", "--force"], "gc apply"),
+        (["compact", "--apply"], "compact"),
+    ],
+)
+def test_long_applies_draw_progress_on_a_terminal_and_only_there(
+    tmp_path: Path, argv: list[str], bar: str
+) -> None:
+    files = {f"bench/b_202509{d:02d}_000000.jsonl": "x" * 200_000 + "\n" for d in range(1, 9)}
+    config = "retention:\n  bench: {keep: 1}\ncompaction:\n  jsonl: {min_size_kb: 1}\n"
+
+    def stderr_of(extra: list[str], tty: bool) -> str:
+        where = tmp_path / f"{tty}{len(extra)}"
+        where.mkdir()
+        proj = make_project(where, files, config)
+        common = ["--root", str(proj.root), "--config", str(proj.config), *extra]
+        if not tty:
+            proc = subprocess.run(
+                [sys.executable, "-m", "artifacts_tasks", *common, *argv],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+            )
+            assert proc.returncode == 0
+            return proc.stderr.decode()
+        primary, secondary = os.openpty()
+        # A terminal 100 columns wide (a bare pty has no size, and tqdm draws in none).
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        running = subprocess.Popen(
+            [sys.executable, "-m", "artifacts_tasks", *common, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once the process has closed its side
+            while chunk := os.read(primary, 65536):
+                seen += chunk
+        os.close(primary)
+        assert running.wait(timeout=60) == 0
+        return seen.decode("utf-8", "replace")
+
+    shown = stderr_of([], tty=True)
+    assert bar in shown and "files" in shown
+    assert bar not in stderr_of([], tty=False)
+    assert bar not in stderr_of(["--no-progress"], tty=True)
