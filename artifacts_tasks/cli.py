@@ -619,6 +619,43 @@ def cmd_explain(args: argparse.Namespace, ctx: Context) -> int:
     return errors.EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
+    """Write the report (Markdown, JSON, HTML) under <root>/.reports/."""
+    from . import report
+    from .pins import load_pins, pin_markers
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in report.FORMATS]
+    if bad or not formats:
+        raise UsageError(
+            f"report --format: unknown format {bad[0] if bad else '(none)'!r} "
+            f"(choose from {','.join(report.FORMATS)})"
+        )
+    check_root(ctx.root)
+    config = ctx.config
+    with _fs.root_lock(ctx.root, "report"):
+        manifest = ctx.refresh_locked().manifest
+        pins = pin_markers(load_pins(ctx.root))
+        data = report.build(ctx.root, manifest, config, now=now_utc(), pins=pins)
+        folder = ctx.root / report.REPORTS_DIR
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise errors.UnsafeFileError(str(folder), "is not a directory")
+        folder.mkdir(exist_ok=True)
+        render = {"md": report.to_markdown, "json": report.to_json, "html": report.to_html}
+        written = []
+        for fmt in formats:
+            path = folder / f"report.{fmt}"
+            _fs.atomic_write(path, render[fmt](data).encode("utf-8", "surrogateescape"))
+            written.append(path)
+    t = data["totals"]
+    print(
+        f"Report of {plural(t['runs'], 'run')} ({human_size(t['size'])}; "
+        f"{human_size(t['reclaimable_bytes'])} reclaimable): " + ", ".join(str(p) for p in written),
+        file=ctx.out,
+    )
+    return errors.EXIT_OK
+
+
 def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
     """Plan compaction (a dry run), or apply it."""
     from . import compact
@@ -933,6 +970,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="trashed more than this long ago, e.g. 30d, 12h, 1y2m (default: trash.retention_days)",
     )
     t.set_defaults(handler=cmd_trash_purge)
+
+    p = command("report", cmd_report, "write the report (md, json, html) under <root>/.reports/")
+    p.add_argument(
+        "--format",
+        default="md,json,html",
+        metavar="LIST",
+        help="comma-separated: md, json, html (default: all three)",
+    )
 
     p = command("explain", cmd_explain, "why a run is kept or would be deleted, rule by rule")
     p.add_argument("--id", required=True, metavar="ID", help="the run's id (see `list`)")

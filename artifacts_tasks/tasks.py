@@ -27,6 +27,7 @@ __all__ = [
     "task_gc",
     "task_gc_apply",
     "task_pin",
+    "task_report",
     "task_scan",
 ]
 
@@ -247,6 +248,15 @@ def make_tasks(
             "verbosity": 2,
         }
 
+    def task_report() -> dict[str, Any]:
+        """Write the report (md, json, html) under the root's .reports/."""
+        return {
+            "actions": [_cli_action(["report", *common])],
+            "task_dep": ["scan"],
+            "uptodate": [ManifestContent(root_path, config_path)],
+            "verbosity": 2,
+        }
+
     def task_compact() -> dict[str, Any]:
         """Show the compaction plan: what would be compacted, how small, what is left alone."""
         return {
@@ -274,6 +284,7 @@ def make_tasks(
         "task_gc_apply": task_gc_apply,
         "task_compact": task_compact,
         "task_compact_apply": task_compact_apply,
+        "task_report": task_report,
     }
 
 
@@ -284,3 +295,4 @@ task_gc = _defaults["task_gc"]
 task_gc_apply = _defaults["task_gc_apply"]
 task_compact = _defaults["task_compact"]
 task_compact_apply = _defaults["task_compact_apply"]
+task_report = _defaults["task_report"]

@@ -314,6 +314,7 @@ def test_library_sets_no_doit_config_and_exports_only_tasks() -> None:
         "task_gc",
         "task_gc_apply",
         "task_pin",
+        "task_report",
         "task_scan",
     ]
     assert sorted(tasks_module.__all__) == exported
@@ -338,6 +339,7 @@ def test_star_import_defines_only_the_library_tasks(tmp_path: Path) -> None:
         "gc",
         "gc_apply",
         "pin",
+        "report",
         "scan",
     ]
 
