@@ -417,11 +417,17 @@ def cmd_restore(args: argparse.Namespace, ctx: Context) -> int:
         f"from {ctx.root / '.trash' / item.trash_id}/",
         file=ctx.out,
     )
-    print(
-        f"Unless it is pinned, the next `gc --apply` may trash it again; to keep it: "
-        f"cryptorun artifacts pin --id {r['id']} --on",
-        file=ctx.out,
-    )
+    if r["operation"] == "compact":
+        hint = (
+            "The next `compact --apply` cleans it again; to keep it as it is, set "
+            "compaction.markdown.remove_empty_sections (or canonical_headers) to false"
+        )
+    else:
+        hint = (
+            "Unless it is pinned, the next `gc --apply` may trash it again; to keep it: "
+            f"cryptorun artifacts pin --id {r['id']} --on"
+        )
+    print(hint, file=ctx.out)
     return errors.EXIT_OK
 
 

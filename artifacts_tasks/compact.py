@@ -17,6 +17,7 @@ temps and, for a file still holding its original bytes, the trash copy made for 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -32,6 +33,7 @@ import xxhash
 from . import _fs, jsonl_codec, trash
 from .config import Config
 from .errors import ApplyError
+from .families import content_status
 from .manifest import Entry, FileRecord, Manifest, iso, shown_time
 from .progress import NoProgress, Progress
 from .text import human_size, plural
@@ -59,10 +61,8 @@ def read_original(path: str | os.PathLike[str]) -> Iterator[bytes]:
     other file is read as it is.
     """
     with open(path, "rb") as f:
-        head = f.read(len(jsonl_codec.MAGIC))
-        f.seek(0)
-        if jsonl_codec.is_compacted(head):
-            yield from jsonl_codec.decode(f)
+        if jsonl_codec.compacted_header(f.fileno(), os.fstat(f.fileno()).st_size):
+            yield from jsonl_codec.decode_verified(f)
             return
         while chunk := f.read(1 << 20):
             yield chunk
@@ -201,10 +201,9 @@ class _Counter(io.RawIOBase):
 def _plan_jsonl(root: Path, p: FilePlan, config: Config) -> None:
     sink = _Counter()
     with _open_under(root, p.path) as f:
-        if jsonl_codec.is_compacted(f.read(len(jsonl_codec.MAGIC))):
+        if jsonl_codec.compacted_header(f.fileno(), os.fstat(f.fileno()).st_size):
             p.skip = "already compacted"
             return
-        f.seek(0)
         _encode(f, sink, p, config)  # type: ignore[arg-type]
     if sink.n >= p.size:
         p.skip = f"would not shrink ({human_size(sink.n)} compacted)"
@@ -241,7 +240,13 @@ def _plan_markdown(root: Path, p: FilePlan, config: Config) -> None:
     if not result.changed:
         p.skip = "nothing to change"
         return
-    p.new_bytes = result.text.encode("utf-8", "surrogateescape")
+    new = result.text.encode("utf-8", "surrogateescape")
+    name = p.path.rpartition("/")[2]
+    before, after = content_status(name, original), content_status(name, new)
+    if before != after:  # a removed `## FAIL` heading must not make a failed run pass
+        p.skip = f"left alone: its status would change from {before} to {after}"
+        return
+    p.new_bytes = new
     p.expected = len(p.new_bytes)
     p.removed = [{"line": h.line, "level": h.level, "text": h.text} for h in result.removed]
     p.canonicalised = len(result.canonicalised)
@@ -273,8 +278,10 @@ class Applied:
 
 
 def temp_name(rel: str) -> str:
+    """A short temp name beside the file (a long name plus a suffix can pass NAME_MAX)."""
     head, name = _fs.parent_and_name(rel)
-    tmp = f".{name}.compact.tmp-{os.getpid()}"
+    digest = xxhash.xxh3_64_hexdigest(name.encode("utf-8", "surrogateescape"))
+    tmp = f"{trash.COMPACT_TEMP_PREFIX}{digest}.tmp-{os.getpid()}"
     return f"{head}/{tmp}" if head else tmp
 
 
@@ -319,11 +326,7 @@ def apply(
     bar.start(len(todo), sum(p.size for p in todo))
     try:
         for p in todo:
-            why = (
-                _apply_jsonl(root, p, config)
-                if p.kind == JSONL
-                else _apply_markdown(root, p, trash_ids[p.path], now)
-            )
+            why = _apply_one(root, p, config, trash_ids.get(p.path, ""), now)
             if why:
                 p.skip = why
                 skipped.append(p)
@@ -367,44 +370,139 @@ def _still_as_scanned(st: os.stat_result, record: FileRecord) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (record.size, record.mtime_ns, record.inode)
 
 
-def _apply_jsonl(root: Path, p: FilePlan, config: Config) -> str:
+def _unchanged(fd: int, st: os.stat_result) -> bool:
+    """Nothing wrote to the open file since `st` was taken (ctime moves on any write)."""
+    now = os.fstat(fd)
+    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+def _written_by_others(fd: int) -> bool:
+    """Whether another process holds the file open for writing (a job still appending to
+    its run): a read lease is refused then. Where leases are not to be had (some file
+    systems, no permission), the checks of size, mtime and ctime stand alone."""
+    import fcntl
+    import signal
+
+    old = signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break must not kill us
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        signal.signal(signal.SIGIO, old)
+
+
+def _like_original(fd: int, st: os.stat_result) -> None:
+    """Give the new file the original's owner, mode and mtime (a run dated by mtime keeps
+    its date; the job that owns the files can still write them)."""
+    with contextlib.suppress(PermissionError):
+        os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: datetime) -> str:
+    """Compact one file; "" when done, else why it was left alone (it is then as it was)."""
     head, name = _fs.parent_and_name(p.path)
     tmp = _fs.parent_and_name(temp_name(p.path))[1]
-    dfd = _fs.open_dir_under(root, head)
+    try:
+        dfd = _fs.open_dir_under(root, head)
+    except OSError as exc:
+        return f"its directory cannot be opened ({exc.strerror})"
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
         with os.fdopen(fd, "rb") as src:
-            st = os.fstat(src.fileno())
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or not _still_as_scanned(st, p.record):
                 return "changed since the scan"
-            hashing = _Hashing(src)
-            tfd = os.open(
-                tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
-            )
-            with os.fdopen(tfd, "w+b") as out:
-                _encode(hashing, out, p, config)  # type: ignore[arg-type]
-                if hashing.digest() != p.record.xxh3_128:
-                    os.unlink(tmp, dir_fd=dfd)
-                    return "changed since the scan (its checksum differs)"
-                out.flush()
-                os.fsync(out.fileno())
-                size = out.tell()
-                out.seek(0)
-                if jsonl_codec.decoded_digest(out) != (p.size, p.record.xxh3_128):
-                    os.unlink(tmp, dir_fd=dfd)
-                    return "the compacted form did not decode to the original (left alone)"
-                if size >= p.size:
-                    os.unlink(tmp, dir_fd=dfd)
-                    return "would not shrink"
-                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
-                os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-                os.fsync(out.fileno())
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
-        p.expected = size
-        return ""
+            if _written_by_others(fd):
+                return "another process has it open for writing"
+            if p.kind == JSONL:
+                why = _write_jsonl(p, config, src, dfd, tmp)
+            else:
+                why = _write_markdown(root, p, src, dfd, tmp, trash_id, now)
+            if why:
+                return why
+            # The last look before the rename: a writer that came meanwhile keeps its file.
+            if not _unchanged(fd, st) or _written_by_others(fd):
+                os.unlink(tmp, dir_fd=dfd)
+                _drop_copy(root, p, trash_id)
+                return "written to while it was being compacted"
+            tfd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            try:
+                _like_original(tfd, st)
+                os.fsync(tfd)
+            finally:
+                os.close(tfd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+            return ""
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        _drop_copy(root, p, trash_id)
+        return f"cannot be compacted ({exc.strerror or exc})"
     finally:
         os.close(dfd)
+
+
+def _drop_copy(root: Path, p: FilePlan, trash_id: str) -> None:
+    """A Markdown file left as it was needs no copy of itself in the trash."""
+    folder = trash.trash_dir(root, strict=False)
+    if p.kind == MARKDOWN and trash_id and folder is not None:
+        with contextlib.suppress(OSError):
+            trash.remove_copy(folder / trash_id, p.path)
+
+
+def _write_jsonl(p: FilePlan, config: Config, src: BinaryIO, dfd: int, tmp: str) -> str:
+    """The compacted form in `tmp`, checked by decoding it; "" or why not."""
+    if jsonl_codec.compacted_header(src.fileno(), p.size):
+        return "already compacted"
+    hashing = _Hashing(src)
+    tfd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+    with os.fdopen(tfd, "w+b") as out:
+        _encode(hashing, out, p, config)  # type: ignore[arg-type]
+        out.flush()
+        os.fsync(out.fileno())
+        size = out.tell()
+        out.seek(0)
+        why = ""
+        if hashing.digest() != p.record.xxh3_128:
+            why = "changed since the scan (its checksum differs)"
+        elif jsonl_codec.decoded_digest(out) != (p.size, p.record.xxh3_128):
+            why = "the compacted form did not decode to the original (left alone)"
+        elif size >= p.size:
+            why = "would not shrink"
+    if why:
+        os.unlink(tmp, dir_fd=dfd)
+        return why
+    p.expected = size
+    return ""
+
+
+def _write_markdown(
+    root: Path, p: FilePlan, src: BinaryIO, dfd: int, tmp: str, trash_id: str, now: datetime
+) -> str:
+    """The cleaned text in `tmp`, the original first copied to the trash; "" or why not."""
+    assert p.new_bytes is not None
+    original = src.read()
+    if xxhash.xxh3_128_hexdigest(original) != p.record.xxh3_128:
+        return "changed since the scan (its checksum differs)"
+    trash.write_copy(root, trash_id, _record(p, now), p.path, original, os.fstat(src.fileno()))
+    _fs.failpoint("trash_copy_written")
+    tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+    with os.fdopen(tfd, "wb") as out:
+        out.write(p.new_bytes)
+        out.flush()
+        os.fsync(out.fileno())
+    return ""
 
 
 class _Hashing:
@@ -428,36 +526,6 @@ class _Hashing:
         rest = self.f.read()  # whatever the encoder did not need (nothing, normally)
         self.h.update(rest)
         return str(self.h.hexdigest())
-
-
-def _apply_markdown(root: Path, p: FilePlan, trash_id: str, now: datetime) -> str:
-    head, name = _fs.parent_and_name(p.path)
-    tmp = _fs.parent_and_name(temp_name(p.path))[1]
-    assert p.new_bytes is not None
-    dfd = _fs.open_dir_under(root, head)
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
-        with os.fdopen(fd, "rb") as src:
-            st = os.fstat(src.fileno())
-            if not stat.S_ISREG(st.st_mode) or not _still_as_scanned(st, p.record):
-                return "changed since the scan"
-            original = src.read()
-        if xxhash.xxh3_128_hexdigest(original) != p.record.xxh3_128:
-            return "changed since the scan (its checksum differs)"
-        trash.write_copy(root, trash_id, _record(p, now), p.path, original, st)
-        _fs.failpoint("trash_copy_written")
-        tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
-        with os.fdopen(tfd, "wb") as out:
-            out.write(p.new_bytes)
-            out.flush()
-            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
-            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.fsync(out.fileno())
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
-        return ""
-    finally:
-        os.close(dfd)
 
 
 def _record(p: FilePlan, now: datetime) -> dict[str, Any]:

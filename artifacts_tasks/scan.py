@@ -359,11 +359,11 @@ def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str
         if st.st_size <= WHOLE_READ_LIMIT:
             data = _read_all(fd, st.st_size)
             digest = xxhash.xxh3_128_hexdigest(data)
-            compacted = _compacted(data)
+            compacted = _compacted(fd, st.st_size) if jsonl_codec.is_compacted(data) else None
             status = compacted[1] if compacted else fam.content_status(name, data)
         else:
             digest, status = _hash_big(fd, name, buffer)
-            compacted = _compacted(os.pread(fd, jsonl_codec.HEADER_LIMIT, 0))
+            compacted = _compacted(fd, st.st_size)
             status = compacted[1] if compacted else status
         after = os.fstat(fd)
     finally:
@@ -386,15 +386,13 @@ def hash_file(dir_fd: int, rel: str, name: str, buffer: int) -> FileRecord | str
     )
 
 
-def _compacted(head: bytes) -> tuple[dict[str, Any], str] | None:
+def _compacted(fd: int, size: int) -> tuple[dict[str, Any], str] | None:
     """A compacted JSONL file's compaction record and status (kept in its header, as its
-    bytes no longer show them); None for any other file."""
-    if not jsonl_codec.is_compacted(head):
+    bytes no longer show them); None for any other file, one that only looks like ours
+    included."""
+    header = jsonl_codec.compacted_header(fd, size)
+    if header is None:
         return None
-    try:
-        header = jsonl_codec.Header.parse(head.partition(b"\n")[0])
-    except jsonl_codec.CodecError:
-        return None  # looks like ours but is not: an ordinary file
     record = {
         "codec": jsonl_codec.CODEC,
         "original_size": header.original_size,

@@ -29,7 +29,6 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ JOURNAL_NAME = ".journal.json"
 RECORD_NAME = ".record.json"
 PURGE_PREFIX = ".purge-"
 REPORT_PREFIXES = ("gc_report_", "compact_report_")
+ASIDE_SUFFIX = ".compacted"  # restore: the cleaned Markdown file, set aside until commit
 JOURNAL_FORMAT = "artifacts_tasks.journal"
 RECORD_FORMAT = "artifacts_tasks.trash_record"
 
@@ -95,10 +95,13 @@ class Replace(NamedTuple):
     trash_id: str
 
 
+COMPACT_TEMP_PREFIX = ".compact-"
+
+
 def _is_temp_of(temp: str, path: str) -> bool:
-    head, name = _fs.parent_and_name(path)
+    head = _fs.parent_and_name(path)[0]
     t_head, t_name = _fs.parent_and_name(temp)
-    return t_head == head and t_name.startswith(f".{name}.compact.tmp-")
+    return t_head == head and t_name.startswith(COMPACT_TEMP_PREFIX) and "/" not in t_name
 
 
 @dataclass
@@ -158,9 +161,10 @@ class Journal:
             RecursionError,
         ) as exc:
             raise JournalError(shown, f"is truncated or malformed ({exc})") from None
-        into_trash = op == "gc"
         for m in moves:
-            outside, inside = (m.src, m.dst) if into_trash else (m.dst, m.src)
+            # One end in the trash, the other outside it: gc moves in, restore moves out
+            # (and first sets a cleaned Markdown file aside into the trash).
+            outside, inside = (m.src, m.dst) if safe_rel(m.src) else (m.dst, m.src)
             if not safe_rel(outside) or not safe_rel(inside, in_trash=True):
                 raise JournalError(shown, f"names a path it may not touch: {m.src!r} -> {m.dst!r}")
         bad = [t for t in trash_ids if not is_trash_id(t)]
@@ -390,7 +394,7 @@ def settle_compaction(root: Path, journal: Journal) -> int:
         except OSError:
             continue  # the directory is gone or not ours any more: nothing of ours there
         try:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # gone, or never made (a name too long)
                 os.unlink(temp, dir_fd=fd)
         finally:
             os.close(fd)
@@ -400,13 +404,13 @@ def settle_compaction(root: Path, journal: Journal) -> int:
             original = False
         if original:
             if r.trash_id and folder is not None:
-                _remove_copy(folder / r.trash_id, r.path)
+                remove_copy(folder / r.trash_id, r.path)
         else:
             compacted += 1
     return compacted
 
 
-def _remove_copy(folder: Path, rel: str) -> None:
+def remove_copy(folder: Path, rel: str) -> None:
     """Remove a trash folder that holds only the record and the copy of `rel`."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         os.unlink(folder / rel)
@@ -420,6 +424,10 @@ def roll_forward(root: Path, journal: Journal) -> None:
     elif journal.operation == "gc":
         prune_empty_dirs(root, journal.prune)
     elif (folder := trash_dir(root, strict=False)) is not None:
+        for m in journal.moves:  # a cleaned file set aside: the original is back
+            if safe_rel(m.src) and m.dst.endswith(ASIDE_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    _unlink(root, m.dst)
         for trash_id in journal.trash_ids:
             _remove_if_only_record(folder / trash_id)
     _fs.failpoint("rolled_forward")
@@ -647,6 +655,7 @@ def write_copy(
     try:
         os.mkdir(trash_id, 0o755, dir_fd=tfd)
         folder = _open_dir(trash_id, tfd)
+        os.fsync(tfd)  # the folder's name, durable before the file it keeps changes
     finally:
         os.close(tfd)
     try:
@@ -675,11 +684,10 @@ def move_all(
     root: Path,
     moves: Sequence[Move],
     *,
-    replace: AbstractSet[str] = frozenset(),
     progress: Progress | None = None,
 ) -> None:
-    """Rename each file to its place, opening each directory pair once; only a destination
-    in `replace` may be overwritten."""
+    """Rename each file to its place (never over an existing file), opening each directory
+    pair once."""
     fds: dict[tuple[str, str], tuple[int, int]] = {}
     try:
         for m in moves:
@@ -695,10 +703,7 @@ def move_all(
                     raise
                 pair = fds[(src_dir, dst_dir)] = (sfd, dfd)
             try:
-                if m.dst in replace:
-                    os.replace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
-                else:
-                    _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
+                _fs.rename_noreplace(src_name, dst_name, src_dir_fd=pair[0], dst_dir_fd=pair[1])
             except FileExistsError:
                 raise FileExistsError(errno.EEXIST, "File exists", m.src, None, m.dst) from None
             if progress is not None:
@@ -904,13 +909,15 @@ def restore(
 
     Every file is checked against its recorded checksum first, and nothing is overwritten:
     when any place is taken, nothing moves. The one exception undoes a compaction: the
-    cleaned file its record names (by checksum) gives way to the original.
+    cleaned file its record names (by checksum) gives way to the original: it is first
+    moved aside into the trash folder (`<path>.compacted`, journaled like every move), so
+    a crash at any point leaves one of the two in place, and the commit removes it.
     """
     if item.record is None:
         raise TrashError(f"cannot restore {item.trash_id}: {item.problem}")
     moves = []
+    aside = []
     taken = []
-    replaceable = set()
     compacted = item.record.get("compacted_xxh3_128")
     for f in item.record["files"]:
         src = trash_path(item.trash_id, f["path"])
@@ -922,7 +929,15 @@ def restore(
         try:
             there = _fs.lstat_under(root, f["path"])
             if there is not None and compacted and _xxh3(root, f["path"]) == compacted:
-                replaceable.add(f["path"])
+                aside.append(
+                    Move(
+                        f["path"],
+                        trash_path(item.trash_id, f["path"] + ASIDE_SUFFIX),
+                        there.st_size,
+                        there.st_mtime_ns,
+                        compacted,
+                    )
+                )
             elif there is not None:
                 taken.append(f["path"])
         except OSError:
@@ -934,6 +949,7 @@ def restore(
             f"refusing to overwrite {_fs.display_path(taken[0])}{more}: move it away and "
             f"retry (nothing was restored)"
         )
+    moves = aside + moves  # the cleaned file out of the way first
     journal = Journal("restore", now, moves, [item.trash_id])
     write_journal(root, journal)
     _fs.failpoint("journal_written")
@@ -941,7 +957,7 @@ def restore(
         bar = progress or NoProgress()
         bar.start(len(moves), sum(m.size for m in moves))
         with contextlib.closing(bar):
-            move_all(root, moves, replace=replaceable, progress=bar)
+            move_all(root, moves, progress=bar)
         commit(root, journal)
     except BaseException as exc:
         abort(root, journal, refresh)

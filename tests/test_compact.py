@@ -343,3 +343,148 @@ def test_doit_compact_apply_compacts_once_then_has_nothing_to_do(tmp_path: Path)
         plan.code == 0 and "To Compact: 0 files" in plan.out and "1 already compacted" in plan.out
     )
     assert (root / "bench/run_20250901_000000.jsonl").read_bytes() == packed
+
+
+# ---- found by review ---------------------------------------------------------------------
+
+
+def test_a_file_a_job_still_has_open_for_writing_is_left_alone(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = project
+    rel = "bench/run_20250902_000000.jsonl"
+    with open(root / rel, "ab") as still_running:
+        out = ok(root, "compact", "--apply", "--verbose")
+        assert "another process has it open for writing" in out
+        still_running.write(b'{"status": "fail", "late": true}\n')
+    assert (root / rel).read_bytes() == files[rel] + b'{"status": "fail", "late": true}\n'
+    assert listed(root)[rel]["status"] == "fail"
+
+
+def _compacted_copy(project: tuple[Path, dict[str, bytes]]) -> bytes:
+    root, _ = project
+    ok(root, "compact", "--apply")
+    return (root / "bench/run_20250901_000000.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("forge", ["lookalike", "weird status", "huge level", "version 2"])
+def test_a_plain_file_that_only_looks_compacted_is_a_plain_file(
+    project: tuple[Path, dict[str, bytes]], forge: str
+) -> None:
+    root, _ = project
+    packed = _compacted_copy(project)
+    header, first, _ = packed.split(b"\n", 2)
+    doc = json.loads(header)
+    if forge == "weird status":
+        doc["status"] = "weird"
+    elif forge == "huge level":
+        header = header.replace(b'"zstd_level":19', b'"zstd_level":1e400')
+    elif forge == "version 2":
+        doc["version"] = 2
+    if forge in ("weird status", "version 2"):
+        header = json.dumps(doc, separators=(",", ":")).encode()
+    data = header + b"\n" + first + b'\n{"status": "fail"}\n'
+    rel = "bench/forged_20250905_000000.jsonl"
+    write(root, rel, data)
+    for argv in (["scan"], ["list"], ["verify"], ["gc"]):
+        r = cli(root, *argv)
+        assert r.returncode == 0, (argv, r.stderr)
+    assert listed(root)[rel]["status"] == "fail"  # from its content, not a forged header
+    assert len(manifest_rows(root)[rel]) == 7  # no compaction record
+    assert cli(root, "cat", rel).stdout == data
+
+
+def test_cat_of_a_damaged_compacted_file_prints_nothing_and_fails(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, _ = project
+    packed = _compacted_copy(project)
+    rel = "bench/run_20250901_000000.jsonl"
+    tampered = packed.replace(b'"p99_ms": 0.5', b'"p99_ms": 9.5', 1)
+    assert tampered != packed
+    (root / rel).write_bytes(tampered)
+    r = cli(root, "cat", rel)
+    assert r.returncode == 1 and r.stdout == b"" and b"cannot be decoded" in r.stderr
+
+
+def test_a_decompression_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None:
+    import struct
+
+    import zstandard
+
+    from artifacts_tasks import jsonl_codec
+
+    stream = zstandard.ZstdCompressor(level=1).compressobj()
+    chunk = stream.compress(b"\0" * (200 << 20)) + stream.flush()
+    header = jsonl_codec.Header(100, "0" * 32, 1, "pass").to_line()
+    bomb = tmp_path / "bomb.jsonl"
+    bomb.write_bytes(header + b'{"a": 1}\n' + struct.pack(">I", len(chunk)) + chunk)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource, sys; "
+            "resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20)); "
+            "from artifacts_tasks.cli import main; sys.exit(main(['cat', sys.argv[1]]))",
+            str(bomb),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and b"inflates past" in r.stderr, r.stderr
+
+
+def test_a_very_long_name_compacts(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    rel = f"bench/run_20250901_000000_{'x' * 220}.jsonl"
+    write(root, rel, big_jsonl(3000))
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    ok(root, "compact", "--apply")
+    assert manifest_rows(root)[rel][7]["original_size"] == len(big_jsonl(3000))
+    assert cli(root, "cat", rel).stdout == big_jsonl(3000)
+
+
+def test_markdown_that_would_change_its_status_is_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    text = "# Smoke 90\n\n## ❌ FAIL\n\n## Details\n\n### 12 of 14 checks PASSED\n\n- a\n"
+    write(root, "greenwall/gw_20250903_000000.md", text)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "artifacts.yaml").write_text(CONFIG)
+    before = listed(root)["greenwall/gw_20250903_000000.md"]["status"]
+    out = ok(root, "compact", "--apply", "--verbose")
+    assert "its status would change" in out
+    assert (root / "greenwall/gw_20250903_000000.md").read_text() == text
+    assert listed(root)["greenwall/gw_20250903_000000.md"]["status"] == before
+
+
+def test_compaction_keeps_the_owner(project: tuple[Path, dict[str, bytes]]) -> None:
+    root, _ = project
+    rel = "bench/run_20250901_000000.jsonl"
+    try:
+        os.chown(root / rel, 65534, 65534)
+    except PermissionError:
+        pytest.skip("needs root to give the file to another user")
+    ok(root, "compact", "--apply")
+    st = (root / rel).stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert manifest_rows(root)[rel][7]  # it was compacted
+
+
+@pytest.mark.parametrize("step", ["moved:1", "moved:2", "committed"])
+def test_undoing_a_markdown_compaction_survives_a_kill(
+    project: tuple[Path, dict[str, bytes]], step: str
+) -> None:
+    root, files = project
+    rel = "greenwall/gw_20250903_000000.md"
+    ok(root, "compact", "--apply")
+    cleaned = (root / rel).read_bytes()
+    record = json.loads(next((root / ".trash").glob("*/.record.json")).read_text())
+    killed = cli(root, "restore", "--id", record["id"], env={"ARTIFACTS_FAILPOINT": step})
+    assert killed.returncode == -signal.SIGKILL
+    assert cli(root, "list").returncode == 0
+    here = (root / rel).read_bytes()
+    assert here in (cleaned, files[rel])  # one of the two is in place, always
+    if here == cleaned:
+        assert list((root / ".trash").glob(f"*/{rel}"))  # and the original is in the trash
+    assert cli(root, "verify").returncode == 0
