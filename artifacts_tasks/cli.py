@@ -673,7 +673,13 @@ def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
         if args.json:
             dump_json(compact_json(plans, dry_run=True), ctx.out)
         else:
-            print_compact(plans, ctx.out, verbose=args.verbose, dry_run=True)
+            print_compact(
+                plans,
+                ctx.out,
+                verbose=args.verbose,
+                dry_run=True,
+                family_order=ctx.config.family_names(),
+            )
         return errors.EXIT_OK
     check_root(ctx.root)
     config = ctx.config
@@ -696,7 +702,13 @@ def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
         doc["reports"] = applied.reports
         dump_json(doc, ctx.out)
         return errors.EXIT_OK
-    print_compact(plans, ctx.out, verbose=args.verbose, dry_run=False)
+    print_compact(
+        plans,
+        ctx.out,
+        verbose=args.verbose,
+        dry_run=False,
+        family_order=config.family_names(),
+    )
     if applied.done:
         before = sum(p.size for p in applied.done)
         after = sum(p.expected or 0 for p in applied.done)
@@ -706,7 +718,8 @@ def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
             file=ctx.out,
         )
     else:
-        print("\nNothing was compacted.", file=ctx.out)
+        report = f"; report: {ctx.root / applied.reports[0]}" if applied.reports else ""
+        print(f"\nNothing was compacted{report}.", file=ctx.out)
     return errors.EXIT_OK
 
 
@@ -727,7 +740,14 @@ def compact_json(plans: Sequence[Any], *, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def print_compact(plans: Sequence[Any], out: TextIO, *, verbose: bool, dry_run: bool) -> None:
+def print_compact(
+    plans: Sequence[Any],
+    out: TextIO,
+    *,
+    verbose: bool,
+    dry_run: bool,
+    family_order: Sequence[str] = (),
+) -> None:
     chosen = [p for p in plans if not p.skip]
     before = sum(p.size for p in chosen)
     after = sum(p.expected if p.expected is not None else p.size for p in chosen)
@@ -737,9 +757,10 @@ def print_compact(plans: Sequence[Any], out: TextIO, *, verbose: bool, dry_run: 
         f"{human_size(after)}); left alone: {len(plans) - len(chosen)}",
         file=out,
     )
-    families: dict[str, list[Any]] = {}
+    families: dict[str, list[Any]] = {name: [] for name in family_order}
     for p in plans:
         families.setdefault(p.entry.family, []).append(p)
+    families = {name: ps for name, ps in families.items() if ps}
     print("\nBy Family:", file=out)
     for name, ps in families.items():
         c = [p for p in ps if not p.skip]

@@ -44,6 +44,7 @@ MAGIC = b'{"format":"' + FORMAT.encode() + b'",'
 CODEC = "templates+columns+zstd"
 BLOCK_BYTES = 4 << 20
 HEADER_LIMIT = 64 << 10  # a header line longer than this is not ours
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 # A string ("..." with escapes, on one line) or a bare token (number, true, false, null,
 # or anything else that is not structure or whitespace). Whatever neither matches —
@@ -125,9 +126,8 @@ def is_compacted(head: bytes) -> bool:
 
 def compacted_header(fd: int, size: int) -> Header | None:
     """The header of the file open at `fd` (`size` bytes) when it is a compacted file: its
-    header parses, and its length-prefixed chunks end exactly at the end of the file. A
-    plain JSONL file whose first line merely looks like our header is not one. Reads a
-    few bytes per 4 MiB block, never the data."""
+    header parses and, after the verbatim first line, a zstd frame begins. A plain JSONL
+    file whose first line merely looks like our header is not one."""
     head = os.pread(fd, HEADER_LIMIT, 0)
     if not is_compacted(head):
         return None
@@ -148,14 +148,11 @@ def compacted_header(fd: int, size: int) -> Header | None:
             pos += cut + 1
             break
         pos += len(piece)
-    chunks = 0
-    while pos < size:
-        prefix = os.pread(fd, 4, pos)
-        if len(prefix) < 4:
-            return None
-        pos += 4 + struct.unpack(">I", prefix)[0]
-        chunks += 1
-    return header if pos == size and chunks >= 1 else None
+    # The body starts with a chunk length and a zstd frame's magic number: that, and not
+    # the chunks reaching the end, tells ours. A compacted file cut short or damaged is
+    # still one (and `cat` says it cannot be decoded); a plain file never starts so.
+    first = os.pread(fd, 8, pos)
+    return header if len(first) == 8 and first[4:] == ZSTD_MAGIC else None
 
 
 # ---- encoding ----------------------------------------------------------------------------
@@ -251,19 +248,19 @@ def _split(line: bytes) -> tuple[bytes, list[bytes]]:
     return _SLOT.join(pieces), values
 
 
-def _column_keys(template: bytes, tid: int, mode: int) -> list[bytes | int]:
+def _column_keys(template: bytes, tid: int, mode: int) -> list[bytes | tuple[int, int]]:
     """Which column each of a template's values goes to (the decoder computes the same)."""
     pieces = template.split(_SLOT)
     if mode == MODE_SLOTS:
-        return [(tid << 16) | j for j in range(len(pieces) - 1)]
+        return [(tid, j) for j in range(len(pieces) - 1)]
     return [p[-_CONTEXT:] for p in pieces[:-1]]
 
 
 def _columns(split: list[tuple[bytes, list[bytes]]], mode: int, dict_threshold: int = 0) -> bytes:
     templates: dict[bytes, int] = {}
     tids = bytearray()
-    columns: dict[bytes | int, list[bytes]] = {}
-    keys_of: list[list[bytes | int]] = []
+    columns: dict[bytes | tuple[int, int], list[bytes]] = {}
+    keys_of: list[list[bytes | tuple[int, int]]] = []
     for template, values in split:
         tid = templates.get(template)
         if tid is None:
@@ -428,7 +425,7 @@ def _decode_block(payload: bytes) -> list[bytes]:
             _column_keys(t, i, MODE_KEYS if mode == MODE_KEYS_DICT else mode)
             for i, t in enumerate(templates)
         ]
-        order: dict[bytes | int, int] = {}
+        order: dict[bytes | tuple[int, int], int] = {}
         for tid in tids:
             for key in keys_of[tid]:
                 order.setdefault(key, len(order))

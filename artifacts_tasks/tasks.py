@@ -1,8 +1,9 @@
 """doit task creators, thin over the same library functions as the CLI.
 
-`from artifacts_tasks.tasks import *` in a dodo.py gives `scan`, `pin`, `gc` and `gc_apply`
-on ./artifacts with ./config/artifacts.yaml (or $ARTIFACTS_ROOT / $ARTIFACTS_CONFIG). For
-another root, config, or to run after the project's own tasks, use the factory:
+`from artifacts_tasks.tasks import *` in a dodo.py gives scan, pin, gc, gc_apply, compact,
+compact_apply and report on ./artifacts with ./config/artifacts.yaml (or $ARTIFACTS_ROOT /
+$ARTIFACTS_CONFIG). For another root, config, or to run after the project's own tasks, use
+the factory:
 
     globals().update(make_tasks(root="out/artifacts", after=["verify"]))
 
@@ -188,8 +189,8 @@ def make_tasks(
     *,
     after: Sequence[str] = (),
 ) -> dict[str, TaskCreator]:
-    """doit task creators (scan, pin, gc, gc_apply, compact, compact_apply) bound to a root
-    and config.
+    """doit task creators (scan, pin, gc, gc_apply, compact, compact_apply, report) bound to
+    a root and config.
 
     `after` names the project's own tasks that must run first (doit `task_dep`), so
     `doit scan` after a verification task needs no chaining on the command line.

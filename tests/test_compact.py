@@ -488,3 +488,36 @@ def test_undoing_a_markdown_compaction_survives_a_kill(
     if here == cleaned:
         assert list((root / ".trash").glob(f"*/{rel}"))  # and the original is in the trash
     assert cli(root, "verify").returncode == 0
+
+
+def test_a_compacted_file_cut_short_is_damaged_not_plain(
+    project: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, _ = project
+    packed = _compacted_copy(project)
+    rel = "bench/run_20250901_000000.jsonl"
+    (root / rel).write_bytes(packed[: len(packed) - 100])
+    r = cli(root, "cat", rel)
+    assert r.returncode == 1 and r.stdout == b"" and b"cannot be decoded" in r.stderr
+    plan = json.loads(ok(root, "compact", "--json"))
+    (entry,) = [f for f in plan["files"] if f["path"] == rel]
+    assert entry["skipped"] == "already compacted"  # never compacted twice
+
+
+def test_a_line_with_more_than_65536_values_comes_back() -> None:
+    import io
+
+    import xxhash as xx
+
+    from artifacts_tasks import jsonl_codec
+
+    line = json.dumps(list(range(70_000))).encode()
+    data = b'{"a": 1}\n' + line + b"\n" + line + b"\n"
+    out = io.BytesIO()
+    jsonl_codec.encode(
+        io.BytesIO(data),
+        out,
+        original_size=len(data),
+        original_xxh3_128=xx.xxh3_128_hexdigest(data),
+    )
+    assert b"".join(jsonl_codec.decode(io.BytesIO(out.getvalue()))) == data
