@@ -320,6 +320,7 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
             pins=pins,
             refresh=ctx.refresh_quietly,
             progress=make_progress("gc apply", enabled=ctx.progress),
+            purge_progress=make_progress("purge", enabled=ctx.progress, unit="folders"),
         )
     if args.json:
         dump_json(gc.applied_json(plan, applied), ctx.out)
@@ -506,7 +507,8 @@ def cmd_trash_purge(args: argparse.Namespace, ctx: Context) -> int:
     with _fs.root_lock(ctx.root, "trash purge"):
         ctx.refresh_locked(need_manifest=False)
         doomed = trash.expired(ctx.root, cutoff)
-        trash.purge(ctx.root, doomed, make_progress("purge", enabled=ctx.progress))
+        bar = make_progress("purge", enabled=ctx.progress, unit="folders")
+        trash.purge(ctx.root, doomed, bar)
     if not doomed:
         print(f"Nothing in the trash was trashed more than {duration} ago.", file=ctx.out)
         return errors.EXIT_OK
@@ -651,7 +653,10 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
         written = []
         for fmt in formats:
             path = folder / f"report.{fmt}"
-            _fs.atomic_write(path, render[fmt](data).encode("utf-8", "surrogateescape"))
+            # A non-UTF-8 root path: escaped in Markdown and JSON, replaced in the HTML page
+            # (which says it is UTF-8).
+            errors_mode = "replace" if fmt == "html" else "surrogateescape"
+            _fs.atomic_write(path, render[fmt](data).encode("utf-8", errors_mode))
             written.append(path)
     t = data["totals"]
     print(

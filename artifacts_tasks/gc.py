@@ -255,6 +255,7 @@ def apply(
     pins: Collection[str] = (),
     refresh: Callable[[], object],
     progress: Progress | None = None,
+    purge_progress: Progress | None = None,
 ) -> Applied:
     """Move the plan's doomed runs into the trash; the caller holds the lock.
 
@@ -316,9 +317,9 @@ def apply(
         )
         with trash.Mover(root) as mover, contextlib.closing(bar):
             for v, tid in list(applied.moved):
-                bar.advance(v.item.file_count, v.item.size)
                 inodes = [f.inode for f in v.item.files]
                 why = mover.put(tid, _record(v, p.now, report_md), moves[tid], inodes)
+                bar.advance(v.item.file_count, v.item.size)
                 if why:
                     applied.moved.remove((v, tid))
                     skipped.append({"id": v.item.id, "family": v.item.family, "reason": why})
@@ -350,7 +351,7 @@ def apply(
     trash.remove_journal(root)
     _fs.failpoint("journal_removed")
     try:
-        trash.purge(root, purgeable)
+        trash.purge(root, purgeable, purge_progress)
     except TrashError as exc:
         applied.purge_problem = str(exc)
         applied.purged = [

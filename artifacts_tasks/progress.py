@@ -32,8 +32,9 @@ class NoProgress:
 class BarProgress:
     """A byte-rate bar with a running file count, e.g. `scan 42%|██ | 1.2G/2.9G [12/30 files]`."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, unit: str = "files") -> None:
         self.desc = desc
+        self.unit = unit
         self.bar: Any = None
         self.files = 0
         self.total_files = 0
@@ -53,13 +54,15 @@ class BarProgress:
                 leave=False,
                 dynamic_ncols=True,
                 mininterval=0.2,
-                postfix=f"0/{files:,} files",
+                postfix=f"0/{files:,} {self.unit}",
             )
 
     def advance(self, files: int, nbytes: int) -> None:
         self.files += files
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.files:,}/{self.total_files:,} files", refresh=False)
+            self.bar.set_postfix_str(
+                f"{self.files:,}/{self.total_files:,} {self.unit}", refresh=False
+            )
             self.bar.update(nbytes)
 
     def close(self) -> None:
@@ -68,8 +71,9 @@ class BarProgress:
             self.bar = None
 
 
-def make_progress(desc: str, *, enabled: bool) -> Progress:
-    """A bar when enabled and stderr is a terminal, else nothing."""
+def make_progress(desc: str, *, enabled: bool, unit: str = "files") -> Progress:
+    """A bar when enabled and stderr is a terminal, else nothing; `unit` names what is
+    counted (files, or folders for a purge)."""
     if enabled and sys.stderr.isatty():
-        return BarProgress(desc)
+        return BarProgress(desc, unit)
     return NoProgress()

@@ -255,6 +255,7 @@ svg text {{ font: 12px system-ui, sans-serif; fill: #333; }}
 .cards {{ display: flex; gap: 12px; flex-wrap: wrap; }}
 .card {{ background: #f6f8fa; border-radius: 6px; padding: 10px 14px; min-width: 150px; }}
 .card b {{ display: block; font-size: 20px; }}
+table.left th, table.left td {{ text-align: left; }}
 </style></head><body>
 <h1>Artifacts report</h1>
 <div class="sub">{e(data["root"])} — generated {e(_day(data["generated_at"], full=True))} UTC</div>
@@ -275,10 +276,50 @@ svg text {{ font: 12px system-ui, sans-serif; fill: #333; }}
 <h2>Families</h2>
 <table><tr><th>Family</th><th>Runs</th><th>Pass</th><th>Fail</th><th>Other</th><th>Size</th>
 <th>Oldest</th><th>Newest</th><th>Pinned</th><th>Reclaimable</th></tr>{rows}</table>
+<h2>What the next gc --apply would delete</h2>
+{_doomed_table(data)}
+<h2>Trash</h2>
+{_trash_table(data)}
 <h2>Last operations</h2>
 <p>{e(_last_line(data))}</p>
 </body></html>
 """
+
+
+def _doomed_table(data: dict[str, Any]) -> str:
+    e = html.escape
+    doomed = [r for r in data["runs"] if not r["keep"]]
+    if not doomed:
+        return "<p>Nothing.</p>"
+    rows = "".join(
+        f"<tr><td>{e(r['id'])}</td><td>{e(r['family'])}</td>"
+        f"<td>{e(_day(r['timestamp'], full=True))}</td><td>{human_size(r['size'])}</td>"
+        f'<td style="text-align:left">{e("; ".join(r["reasons"]))}</td></tr>'
+        for r in doomed
+    )
+    return (
+        '<table class="left"><tr><th>ID</th><th>Family</th><th>Timestamp</th><th>Size</th>'
+        f'<th style="text-align:left">Why</th></tr>{rows}</table>'
+    )
+
+
+def _trash_table(data: dict[str, Any]) -> str:
+    e = html.escape
+    tr = data["trash"]
+    if not tr["items"]:
+        return "<p>The trash is empty.</p>"
+    rows = "".join(
+        f"<tr><td>{e(i['trash_id'])}</td><td>{e(i['id'])}</td><td>{e(i['family'] or '?')}</td>"
+        f"<td>{e(_day(i['trashed_at']))}</td><td>{e(_day(i['expires_at']))}</td>"
+        f"<td>{human_size(i['size'])}</td></tr>"
+        for i in tr["items"]
+    )
+    return (
+        f"<p>{len(tr['items'])} folders, {human_size(tr['size'])}; each is purged "
+        f"{tr['retention_days']} days after it was trashed.</p>"
+        '<table class="left"><tr><th>Folder</th><th>Run</th><th>Family</th><th>Trashed</th>'
+        f"<th>Expires</th><th>Size</th></tr>{rows}</table>"
+    )
 
 
 def _last_line(data: dict[str, Any]) -> str:
@@ -299,11 +340,41 @@ def _last_line(data: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _label_width(names: list[str]) -> int:
+    """Room for the family names before a chart (about 7 px a character, within bounds)."""
+    return min(260, max(110, 7 * max((len(n) for n in names), default=0) + 12))
+
+
+def _family_label(name: str, x: int, y: int) -> str:
+    """A family's name, shortened with … when longer than the label room (full on hover)."""
+    shown = name if len(name) <= 36 else name[:35] + "…"
+    return f'<text x="{x}" y="{y}"><title>{html.escape(name)}</title>{html.escape(shown)}</text>'
+
+
+def _ticks(first: datetime, last: datetime) -> list[tuple[datetime, str]]:
+    """Axis ticks at real dates: midnights when the runs span four days or more (a label
+    sits where its day begins), else evenly spaced times labelled to the minute."""
+    days = (last - first).total_seconds() / 86400
+    if days >= 4:
+        step = timedelta(days=max(1, -(-int(days) // 5)))
+        t = first.replace(hour=0, minute=0, second=0) + timedelta(days=1)
+        ticks = []
+        while t <= last:
+            ticks.append((t, shown_time(t)[:10]))
+            t += step
+        return ticks
+    if last == first:
+        return [(first, shown_time(first)[:16])]
+    span = last - first
+    return [(first + span * k / 4, shown_time(first + span * k / 4)[5:16]) for k in range(5)]
+
+
 def _disk_chart(data: dict[str, Any]) -> str:
     fams = data["families"]
     if not fams:
         return "<p>No runs.</p>"
-    width, label, bar_h = 900, 110, 22
+    width, bar_h = 900, 22
+    label = _label_width([f["family"] for f in fams])
     top = max(f["size"] for f in fams) or 1
     out = [
         f'<svg width="{width}" height="{len(fams) * (bar_h + 8) + 10}" role="img" '
@@ -315,7 +386,7 @@ def _disk_chart(data: dict[str, Any]) -> str:
         scale = (width - label - 230) / top  # room for the size label after the bar
         w_kept, w_doomed = kept * scale, f["reclaimable_bytes"] * scale
         colour = PALETTE[i % len(PALETTE)]
-        out.append(f'<text x="0" y="{y + 15}">{html.escape(f["family"])}</text>')
+        out.append(_family_label(f["family"], 0, y + 15))
         out.append(
             f'<rect x="{label}" y="{y}" width="{w_kept:.1f}" height="{bar_h}" '
             f'fill="{colour}"><title>kept: {human_size(kept)}</title></rect>'
@@ -348,13 +419,14 @@ def _runs_chart(data: dict[str, Any]) -> str:
     times = [parse_iso(r["timestamp"]) for r in runs]
     first, last = min(times), max(times)
     span = (last - first).total_seconds() or 1.0
-    width, label, row_h, top_pad = 900, 110, 30, 10
+    width, row_h, top_pad = 900, 30, 10
+    label = _label_width(fams) + 10  # a dot at the very start stays clear of the name
     plot_w = width - label - 20
     height = len(fams) * row_h + top_pad + 50
     out = [f'<svg width="{width}" height="{height}" role="img" aria-label="Runs over time">']
     for i, name in enumerate(fams):
         y = top_pad + i * row_h + row_h / 2
-        out.append(f'<text x="0" y="{y + 4:.0f}">{html.escape(name)}</text>')
+        out.append(_family_label(name, 0, round(y + 4)))
         out.append(
             f'<line x1="{label}" x2="{width - 10}" y1="{y:.0f}" y2="{y:.0f}" stroke="#eee"/>'
         )
@@ -371,12 +443,12 @@ def _runs_chart(data: dict[str, Any]) -> str:
             f'stroke-width="1.5"><title>{tip}</title></circle>'
         )
     axis_y = top_pad + len(fams) * row_h + 14
-    for k in range(5):
-        x = label + plot_w * k / 4
-        when = first + timedelta(seconds=span * k / 4)
-        anchor = "start" if k == 0 else "end" if k == 4 else "middle"
+    for when, text in _ticks(first, last):
+        x = label + (when - first).total_seconds() / span * plot_w
+        anchor = "start" if x < label + 40 else "end" if x > width - 60 else "middle"
+        out.append(f'<text x="{x:.0f}" y="{axis_y}" text-anchor="{anchor}">{text}</text>')
         out.append(
-            f'<text x="{x:.0f}" y="{axis_y}" text-anchor="{anchor}">{shown_time(when)[:10]}</text>'
+            f'<line x1="{x:.0f}" x2="{x:.0f}" y1="{top_pad}" y2="{axis_y - 12}" stroke="#f0f0f0"/>'
         )
     legend_y = axis_y + 22
     legend = [
@@ -403,12 +475,13 @@ def _trash_chart(data: dict[str, Any]) -> str:
     items = [i for i in data["trash"]["items"] if i["expires_at"]]
     if not items:
         return "<p>The trash is empty.</p>"
-    by_day: dict[str, int] = {}
-    for i in items:
-        by_day[i["expires_at"][:10]] = by_day.get(i["expires_at"][:10], 0) + i["size"]
     today = parse_iso(data["generated_at"]).date()
+    by_day: dict[str, int] = {}
+    for i in items:  # overdue folders (expired, not purged yet) go with today's
+        day = max(parse_iso(i["expires_at"]).date(), today).isoformat()
+        by_day[day] = by_day.get(day, 0) + i["size"]
     last = max(parse_iso(i["expires_at"]).date() for i in items)
-    first = min(today, min(parse_iso(i["expires_at"]).date() for i in items))
+    first = today
     days = [(first + timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
     width, height, bottom, left = 900, 180, 34, 10
     top = max(by_day.values()) or 1
@@ -429,10 +502,11 @@ def _trash_chart(data: dict[str, Any]) -> str:
                 f'width="{slot * 0.7:.1f}" height="{h:.1f}" fill="#6a5acd">'
                 f"<title>{day}: {human_size(size)} purged</title></rect>"
             )
-            out.append(
-                f'<text x="{x + slot / 2:.1f}" y="{height - h - 4:.1f}" '
-                f'text-anchor="middle">{human_size(size)}</text>'
-            )
+            if slot >= 44:  # room for the figure over the bar; else it is in the tooltip
+                out.append(
+                    f'<text x="{x + slot / 2:.1f}" y="{height - h - 4:.1f}" '
+                    f'text-anchor="middle">{human_size(size)}</text>'
+                )
         if k % every == 0 or k == len(days) - 1:
             out.append(
                 f'<text x="{x + slot / 2:.1f}" y="{height + 16}" text-anchor="middle">'
@@ -440,7 +514,8 @@ def _trash_chart(data: dict[str, Any]) -> str:
             )
     out.append(
         f'<text x="{left}" y="{height + 31}">purged on that day (UTC), '
-        f"{data['trash']['retention_days']} days after trashing</text>"
+        f"{data['trash']['retention_days']} days after trashing; the tallest bar is "
+        f"{human_size(top)}</text>"
     )
     out.append("</svg>")
     return "\n".join(out)

@@ -118,9 +118,10 @@ class ManifestContent:
     bytes and what the manifest says about the runs are unchanged — not its mtimes or
     inodes, so a tree restored from a CI cache keeps them up to date."""
 
-    def __init__(self, root: Path, config_path: Path | None) -> None:
+    def __init__(self, root: Path, config_path: Path | None, *, trash: bool = False) -> None:
         self.root = root
         self.config_path = config_path
+        self.trash = trash  # the report also shows the trash: its folders and reports count
         self.current: dict[str, str] | None = None
 
     def configure_task(self, task: Any) -> None:
@@ -139,9 +140,20 @@ class ManifestContent:
                 "config": _file_hash(self.config_path or DEFAULT_CONFIG_PATH),
                 "content": header.content_digest,
             }
+            if self.trash:
+                self.current["trash"] = _trash_names(self.root)
         except Exception:
             return False
         return bool(values.get(_CONTENT_KEY) == self.current)
+
+
+def _trash_names(root: Path) -> str:
+    """xxh3 of the trash's entries (folders, reports): a gc, purge or restore changes it."""
+    folder = root / ".trash"
+    if folder.is_symlink() or not folder.is_dir():
+        return "absent"
+    names = sorted(os.listdir(folder))
+    return str(xxhash.xxh3_128_hexdigest("\0".join(names).encode("utf-8", "surrogateescape")))
 
 
 def _file_hash(path: Path) -> str:
@@ -254,7 +266,10 @@ def make_tasks(
         return {
             "actions": [_cli_action(["report", *common])],
             "task_dep": ["scan"],
-            "uptodate": [ManifestContent(root_path, config_path)],
+            "targets": [
+                str(root_path / ".reports" / f"report.{f}") for f in ("md", "json", "html")
+            ],
+            "uptodate": [ManifestContent(root_path, config_path, trash=True)],
             "verbosity": 2,
         }
 

@@ -831,11 +831,11 @@ def purge(root: Path, doomed: Sequence[TrashItem], progress: Progress | None = N
     bar.start(len(doomed), sum(t.size for t in doomed))
     try:
         for item in doomed:
-            bar.advance(1, item.size)
             hidden = f"{PURGE_PREFIX}{item.trash_id}"
             os.rename(item.trash_id, hidden, src_dir_fd=fd, dst_dir_fd=fd)
             _fs.failpoint("purge_renamed")
             shutil.rmtree(hidden, dir_fd=fd)
+            bar.advance(1, item.size)
         os.fsync(fd)
         bar.close()
     except OSError as exc:

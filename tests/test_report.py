@@ -117,3 +117,38 @@ def test_the_html_renders_in_chromium_as_a_person_would_see_it(root: Path, tmp_p
     assert near((0x6A, 0x5A, 0xCD)) > 125  # trash bars
     assert near((0x1F, 0x77, 0xB4)) > 500  # the first family's disk bar
     assert len(set(pixels)) > 50  # not a blank page
+
+
+def test_doit_report_reruns_when_its_files_or_the_trash_change(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    generate(root, runs_per_family=14, seed=3)
+    (tmp_path / "dodo.py").write_text(
+        "from artifacts_tasks.tasks import *  # noqa: F403\n"
+        "DOIT_CONFIG = {'dep_file': '.doit.json', 'backend': 'json'}\n"
+    )
+    assert ".  report" in doit(tmp_path, "report").out
+    assert "-- report" in doit(tmp_path, "report").out
+    shutil.rmtree(root / ".reports")
+    assert ".  report" in doit(tmp_path, "report").out  # its targets are gone
+    assert (root / ".reports" / "report.html").is_file()
+    assert run_main("--root", root, "gc", "--apply", "--force").code == 0
+    assert ".  report" in doit(tmp_path, "report").out  # runs moved to the trash
+    assert "-- report" in doit(tmp_path, "report").out
+    assert run_main("--root", root, "trash", "purge", "--older-than", "0h").code == 0
+    assert ".  report" in doit(tmp_path, "report").out  # the manifest is the same; the trash not
+    data = json.loads((root / ".reports" / "report.json").read_text())
+    assert data["trash"]["items"] == []
+
+
+def test_time_axis_labels_are_distinct_and_true_for_a_short_span(tmp_path: Path) -> None:
+    from .conftest import write
+
+    root = tmp_path / "artifacts"
+    for hour in (1, 5, 9, 13):
+        write(root, f"bench/run_20250101_{hour:02d}0000.md", "Status: PASS\n")
+    assert run_main("--root", root, "report", "--format", "html").code == 0
+    page = (root / ".reports" / "report.html").read_text()
+    runs_svg = page.split('aria-label="Runs over time">')[1].split("</svg>")[0]
+    labels = re.findall(r'text-anchor="\w+">([^<]+)</text>', runs_svg)
+    assert labels[0] == "01-01 01:00" and labels[-1] == "01-01 13:00"
+    assert len(labels) == len(set(labels)) == 5
