@@ -36,7 +36,7 @@ from .errors import ApplyError
 from .families import content_status
 from .manifest import Entry, FileRecord, Manifest, iso, shown_time
 from .progress import NoProgress, Progress
-from .text import human_size, plural
+from .text import human_size, md_cell, plural
 
 JSONL, MARKDOWN = "jsonl", "markdown"
 MD_CODEC = "markdown-cleanup"
@@ -306,7 +306,7 @@ def apply(
             strict=True,
         )
     )
-    report_md, report_json = _report_names(root, now)
+    report_md, report_json = trash.report_names(root, "compact_report_", now)
     journal = trash.Journal(
         "compact",
         now,
@@ -529,46 +529,19 @@ class _Hashing:
 
 
 def _record(p: FilePlan, now: datetime) -> dict[str, Any]:
-    e = p.entry
     removed = "; ".join(f"line {h['line']}: {'#' * h['level']} {h['text']}" for h in p.removed)
     reasons = [
         f"markdown compaction: {len(p.removed)} empty section(s) removed, "
         f"{p.canonicalised} heading(s) made ATX"
     ] + ([f"removed {removed}"] if removed else [])
-    return {
-        "format": trash.RECORD_FORMAT,
-        "version": 1,
-        "id": e.id,
-        "family": e.family,
-        "directory": e.directory,
-        "run_key": e.run_key,
-        "timestamp": iso(e.timestamp),
-        "status": e.status,
-        "trashed_at": iso(now),
-        "operation": "compact",
-        "compacted_xxh3_128": xxhash.xxh3_128_hexdigest(p.new_bytes or b""),
-        "reasons": reasons,
-        "size": p.size,
-        "file_count": 1,
-        "files": [
-            {
-                "path": p.path,
-                "size": p.size,
-                "mtime_ns": p.record.mtime_ns,
-                "xxh3_128": p.record.xxh3_128,
-            }
-        ],
-    }
-
-
-def _report_names(root: Path, now: datetime) -> tuple[str, str]:
-    stem = f"compact_report_{now.strftime('%Y%m%d_%H%M%S')}"
-    taken = set(trash.reports(root))
-    name, n = stem, 1
-    while f"{name}.md" in taken:
-        n += 1
-        name = f"{stem}_{n}"
-    return f"{name}.md", f"{name}.json"
+    return trash.record_of(
+        p.entry,
+        [p.record],
+        now=now,
+        operation="compact",
+        reasons=reasons,
+        compacted_xxh3_128=xxhash.xxh3_128_hexdigest(p.new_bytes or b""),
+    )
 
 
 def report(root: Path, applied: Applied, now: datetime) -> tuple[str, str]:
@@ -588,7 +561,7 @@ def report(root: Path, applied: Applied, now: datetime) -> tuple[str, str]:
         "|---|---|---|---|---|",
     ]
     md += [
-        f"| {_md(p.path)} | {p.kind} | {human_size(p.size)} | {human_size(p.expected or 0)} | "
+        f"| {md_cell(p.path)} | {p.kind} | {human_size(p.size)} | {human_size(p.expected or 0)} | "
         f"{p.entry.id} |"
         for p in applied.done
     ]
@@ -597,14 +570,14 @@ def report(root: Path, applied: Applied, now: datetime) -> tuple[str, str]:
     if removed:
         md += ["| File | Line | Heading |", "|---|---|---|"]
         md += [
-            f"| {_md(p.path)} | {h['line']} | {_md('#' * h['level'] + ' ' + h['text'])} |"
+            f"| {md_cell(p.path)} | {h['line']} | {md_cell('#' * h['level'] + ' ' + h['text'])} |"
             for p, h in removed
         ]
     else:
         md.append("None.")
     if applied.skipped:
         md += ["", "## Skipped", "", "| File | Why |", "|---|---|"]
-        md += [f"| {_md(p.path)} | {_md(p.skip)} |" for p in applied.skipped]
+        md += [f"| {md_cell(p.path)} | {md_cell(p.skip)} |" for p in applied.skipped]
     doc = {
         "format": "artifacts_tasks.compact_report",
         "version": 1,
@@ -613,7 +586,3 @@ def report(root: Path, applied: Applied, now: datetime) -> tuple[str, str]:
         "skipped": [p.to_json() for p in applied.skipped],
     }
     return "\n".join(md) + "\n", json.dumps(doc) + "\n"
-
-
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

@@ -27,7 +27,7 @@ from .manifest import Entry, Manifest, iso, shown_time
 from .pins import is_pinned
 from .policy import Verdict, decide
 from .progress import NoProgress, Progress
-from .text import human_size, plural
+from .text import human_size, md_cell, plural
 from .trash import TrashItem
 
 
@@ -284,7 +284,7 @@ def apply(
     if not doomed and not skipped and not purgeable:
         return Applied([], [], [], [])
     trash_ids = trash.new_trash_ids(root, [v.item.id for v in doomed])
-    report_md, report_json = _report_names(root, p.now)
+    report_md, report_json = trash.report_names(root, "gc_report_", p.now)
     moves = {
         tid: [
             trash.Move(f.path, trash.trash_path(tid, f.path), f.size, f.mtime_ns, f.xxh3_128)
@@ -360,39 +360,10 @@ def apply(
     return applied
 
 
-def _report_names(root: Path, now: datetime) -> tuple[str, str]:
-    stem = f"gc_report_{now.strftime('%Y%m%d_%H%M%S')}"
-    taken = set(trash.reports(root))
-    n = 1
-    name = stem
-    while f"{name}.md" in taken or f"{name}.json" in taken:
-        n += 1
-        name = f"{stem}_{n}"
-    return f"{name}.md", f"{name}.json"
-
-
 def _record(v: Verdict[Entry], now: datetime, report_md: str) -> dict[str, Any]:
-    e = v.item
-    return {
-        "format": trash.RECORD_FORMAT,
-        "version": 1,
-        "id": e.id,
-        "family": e.family,
-        "directory": e.directory,
-        "run_key": e.run_key,
-        "timestamp": iso(e.timestamp),
-        "status": e.status,
-        "trashed_at": iso(now),
-        "operation": "gc",
-        "report": report_md,
-        "reasons": list(v.reasons),
-        "size": e.size,
-        "file_count": e.file_count,
-        "files": [
-            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "xxh3_128": f.xxh3_128}
-            for f in e.files
-        ],
-    }
+    return trash.record_of(
+        v.item, v.item.files, now=now, operation="gc", reasons=v.reasons, report=report_md
+    )
 
 
 def applied_json(p: GcPlan, applied: Applied) -> dict[str, Any]:
@@ -452,9 +423,9 @@ def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str
             "|---|---|---|---|---|---|---|",
         ]
         md += [
-            f"| {v.item.id} | {_md(v.item.family)} | {shown_time(v.item.timestamp)} | "
+            f"| {v.item.id} | {md_cell(v.item.family)} | {shown_time(v.item.timestamp)} | "
             f"{human_size(v.item.size)} | {v.item.file_count} | `.trash/{tid}/` | "
-            f"{_md('; '.join(v.reasons))} |"
+            f"{md_cell('; '.join(v.reasons))} |"
             for v, tid in applied.moved
         ]
     else:
@@ -462,13 +433,16 @@ def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str
     md += ["", "## Skipped", ""]
     if applied.skipped:
         md += ["| ID | Family | Why |", "|---|---|---|"]
-        md += [f"| {s['id']} | {_md(s['family'])} | {_md(s['reason'])} |" for s in applied.skipped]
+        md += [
+            f"| {s['id']} | {md_cell(s['family'])} | {md_cell(s['reason'])} |"
+            for s in applied.skipped
+        ]
     else:
         md.append("Nothing.")
     md += ["", "## Kept", "", "| ID | Family | Timestamp | Reasons |", "|---|---|---|---|"]
     md += [
-        f"| {v.item.id} | {_md(v.item.family)} | {shown_time(v.item.timestamp)} | "
-        f"{_md('; '.join(v.reasons))} |"
+        f"| {v.item.id} | {md_cell(v.item.family)} | {shown_time(v.item.timestamp)} | "
+        f"{md_cell('; '.join(v.reasons))} |"
         for v in p.keep
     ]
     md += ["", "## Purged from the trash", ""]
@@ -484,8 +458,3 @@ def report(root: Path, p: GcPlan, applied: Applied, config: Config) -> tuple[str
     doc = applied_json(p, applied)
     doc = {"format": "artifacts_tasks.gc_report", "version": 1, "applied_at": iso(p.now), **doc}
     return "\n".join(md) + "\n", json.dumps(doc) + "\n"  # ASCII: odd names stay valid JSON
-
-
-def _md(text: str) -> str:
-    """Text fit for a Markdown table cell."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

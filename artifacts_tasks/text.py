@@ -20,3 +20,8 @@ def plural(n: int, word: str) -> str:
     if n == 1:
         return f"{n} {word}"
     return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
+
+
+def md_cell(text: str) -> str:
+    """Text fit for one cell of a Markdown table (backslashes, pipes and newlines escaped)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from . import _fs
 from .errors import ApplyError, JournalError, TrashError, UnsafeFileError, UsageError
-from .manifest import iso, parse_iso
+from .manifest import Entry, FileRecord, iso, parse_iso
 from .progress import NoProgress, Progress
 
 TRASH_DIR = ".trash"
@@ -543,6 +543,51 @@ def new_trash_ids(root: Path, run_ids: Sequence[str]) -> list[str]:
         taken.add(name)
         chosen.append(name)
     return chosen
+
+
+def record_of(
+    entry: Entry,
+    files: Sequence[FileRecord],
+    *,
+    now: datetime,
+    operation: str,
+    reasons: Sequence[str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A trash folder's record (trash_record.schema.json): where `files` of `entry` came
+    from, when and why they were trashed, and their checksums."""
+    return {
+        "format": RECORD_FORMAT,
+        "version": 1,
+        "id": entry.id,
+        "family": entry.family,
+        "directory": entry.directory,
+        "run_key": entry.run_key,
+        "timestamp": iso(entry.timestamp),
+        "status": entry.status,
+        "trashed_at": iso(now),
+        "operation": operation,
+        **extra,
+        "reasons": list(reasons),
+        "size": sum(f.size for f in files),
+        "file_count": len(files),
+        "files": [
+            {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "xxh3_128": f.xxh3_128}
+            for f in files
+        ],
+    }
+
+
+def report_names(root: Path, prefix: str, now: datetime) -> tuple[str, str]:
+    """Free names for an operation's reports: `<prefix>YYYYMMDD_HHMMSS.md` and `.json`
+    (`_2`, `_3`, ... when two land in the same second)."""
+    stem = f"{prefix}{now.strftime('%Y%m%d_%H%M%S')}"
+    taken = set(reports(root))
+    name, n = stem, 1
+    while f"{name}.md" in taken or f"{name}.json" in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return f"{name}.md", f"{name}.json"
 
 
 def trash_path(trash_id: str, rel: str) -> str:
