@@ -72,6 +72,15 @@ class Context:
             print(f"warning: {warning}", file=self.err)
         return done
 
+    def checked_manifest(self) -> Manifest:
+        """Before an apply (the lock held): refresh, then load the manifest as saved, so it
+        is checked against its schema before anything moves."""
+        self.refresh_locked(need_manifest=False)
+        saved = load_manifest(self.root)
+        if saved is None:
+            raise AssertionError("a refresh leaves a manifest")
+        return saved
+
     def refresh_quietly(self) -> None:
         """What an apply passes down: refresh the manifest under its own journal."""
         refresh(self.root, self.config, recover=False)
@@ -295,10 +304,7 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     check_root(ctx.root)
     config = ctx.config
     with _fs.root_lock(ctx.root, "gc --apply"):
-        ctx.refresh_locked(need_manifest=False)
-        saved = load_manifest(ctx.root)  # as saved: checked against its schema
-        if saved is None:
-            raise AssertionError("a refresh leaves a manifest")
+        saved = ctx.checked_manifest()
         pins = pin_markers(load_pins(ctx.root))
         plan = gc.plan(saved, config, now=now_utc(), family=args.family, dry_run=False, pins=pins)
         if not args.json:
@@ -689,10 +695,7 @@ def cmd_compact(args: argparse.Namespace, ctx: Context) -> int:
     check_root(ctx.root)
     config = ctx.config
     with _fs.root_lock(ctx.root, "compact --apply"):
-        ctx.refresh_locked(need_manifest=False)
-        saved = load_manifest(ctx.root)  # as saved: checked against its schema
-        if saved is None:
-            raise AssertionError("a refresh leaves a manifest")
+        saved = ctx.checked_manifest()
         plans = compact.plan(ctx.root, saved, config, family=args.family, estimate=False)
         applied = compact.apply(
             ctx.root,
