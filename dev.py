@@ -80,13 +80,29 @@ def demo() -> None:
     run(cryptorun, "artifacts", "list", "--family", "bench")
     say("cryptorun artifacts gc --family bench   # the retention plan: nothing is deleted")
     run(cryptorun, "artifacts", "gc", "--family", "bench")
+    plan = subprocess.run(
+        [str(cryptorun), "artifacts", "gc", "--json", "--family", "bench"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doomed = json.loads(plan.stdout)["delete"][0]["id"]
+    say(f"cryptorun artifacts explain --id {doomed}   # why, rule by rule")
+    run(cryptorun, "artifacts", "explain", "--id", doomed)
+    say("cryptorun artifacts gc --apply --force --family bench   # into the trash, undoable")
+    run(cryptorun, "artifacts", "gc", "--apply", "--force", "--family", "bench")
+    say(f"cryptorun artifacts restore --id {doomed}")
+    run(cryptorun, "artifacts", "restore", "--id", doomed)
+    say("cryptorun artifacts report   # Markdown, JSON and an HTML page with charts")
+    run(cryptorun, "artifacts", "report")
     say("doit scan        # runs: doit has no record of this tree yet")
     run(BIN / "doit", "scan")
     say("doit scan        # up to date: nothing changed, doit prints `-- scan`")
     run(BIN / "doit", "scan")
     print(
-        f"\nThe tree is in {root}. Try: .venv/bin/cryptorun artifacts list --verbose "
-        "--family greenwall"
+        f"\nThe tree is in {root}; open {root / '.reports' / 'report.html'} in a browser. "
+        "Try: .venv/bin/cryptorun artifacts trash list"
     )
 
 
