@@ -34,7 +34,7 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import xxhash
 
@@ -490,12 +490,3 @@ def decoded_digest(src: BinaryIO) -> tuple[int, str]:
         h.update(chunk)
         size += len(chunk)
     return size, str(h.hexdigest())
-
-
-def header_of(path: Any) -> Header | None:
-    """The header of a compacted file at `path`, or None when it is not one."""
-    with open(path, "rb") as f:
-        line = f.readline(HEADER_LIMIT)
-    if not is_compacted(line):
-        return None
-    return Header.parse(line)
