@@ -36,6 +36,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        failpoint(f"write:{path.name}")  # the temp is whole, the old file still in place
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -242,7 +243,9 @@ def failpoint(name: str) -> None:
     wanted = os.environ.get(FAILPOINT_ENV)
     if not wanted:
         return
-    point, _, nth = wanted.partition(":")
+    point, _, nth = wanted.rpartition(":")
+    if not nth.isdigit():  # `name` alone (a name may hold a colon: `write:.pins.json`)
+        point, nth = wanted, ""
     if point != name:
         return
     _failpoint_hits[name] = hits = _failpoint_hits.get(name, 0) + 1
