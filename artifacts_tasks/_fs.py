@@ -90,19 +90,7 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnsafeFileError(str(lock_path), "is not a regular file")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
-            pid, _, rest = holder.removeprefix("pid ").partition(" on ")
-            here = rest.startswith(f"{socket.gethostname()}:")
-            if holder.startswith("pid ") and pid.isdigit() and here and not _pid_alive(int(pid)):
-                # A writer killed outright leaves its line; the holder now is someone else
-                # (flock(1) in a script, say).
-                holder = f"holder unknown; the last recorded writer ({holder}) has exited"
-            raise LockHeldError(str(lock_path), holder) from None
+        _take_or_raise(fd, lock_path)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info = f"pid {os.getpid()} on {socket.gethostname()}: {command} since {stamp}\n"
         with contextlib.suppress(OSError):  # who holds it is a courtesy (a full disk)
@@ -116,6 +104,34 @@ def root_lock(root: Path, command: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _take_or_raise(fd: int, lock_path: Path) -> None:
+    """flock(LOCK_EX|LOCK_NB), or LockHeldError naming the holder.
+
+    A holder writes its line just after taking the lock and empties it just before
+    letting go; a refusal that finds the line empty looks again a few times (50 ms in
+    all), so that it names the holder, or takes the lock that was being let go.
+    """
+    holder = ""
+    for _ in range(10):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        if holder:
+            break
+        time.sleep(0.005)
+    pid, _, rest = holder.removeprefix("pid ").partition(" on ")
+    here = rest.startswith(f"{socket.gethostname()}:")
+    if holder.startswith("pid ") and pid.isdigit() and here and not _pid_alive(int(pid)):
+        # A writer killed outright leaves its line; the holder now is someone else
+        # (flock(1) in a script, say).
+        holder = f"holder unknown; the last recorded writer ({holder}) has exited"
+    raise LockHeldError(str(lock_path), holder)
 
 
 def open_dir_under(root: Path, rel_dir: str, *, create: bool = False) -> int:
