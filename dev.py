@@ -15,6 +15,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv"
@@ -49,6 +50,14 @@ def setup() -> None:
     stamp.write_text(want)
 
 
+def json_of(*argv: object) -> Any:
+    """What a command prints with --json, parsed."""
+    done = subprocess.run(
+        [str(a) for a in argv], cwd=HERE, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def demo() -> None:
     """Write a sample tree to ./artifacts and walk through the main commands."""
     root = HERE / "artifacts"
@@ -66,28 +75,16 @@ def demo() -> None:
     run(cryptorun, "artifacts", "scan", "--verbose")
     say("cryptorun artifacts list")
     run(cryptorun, "artifacts", "list")
-    listed = subprocess.run(
-        [str(cryptorun), "artifacts", "list", "--json", "--family", "bench"],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    oldest = json.loads(listed.stdout)["entries"][-1]["id"]
+    oldest = json_of(cryptorun, "artifacts", "list", "--json", "--family", "bench")["entries"][-1][
+        "id"
+    ]
     say(f"cryptorun artifacts pin --id {oldest} --on")
     run(cryptorun, "artifacts", "pin", "--id", oldest, "--on")
     say("cryptorun artifacts list --family bench")
     run(cryptorun, "artifacts", "list", "--family", "bench")
     say("cryptorun artifacts gc --family bench   # the retention plan: nothing is deleted")
     run(cryptorun, "artifacts", "gc", "--family", "bench")
-    plan = subprocess.run(
-        [str(cryptorun), "artifacts", "gc", "--json", "--family", "bench"],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    doomed = json.loads(plan.stdout)["delete"][0]["id"]
+    doomed = json_of(cryptorun, "artifacts", "gc", "--json", "--family", "bench")["delete"][0]["id"]
     say(f"cryptorun artifacts explain --id {doomed}   # why, rule by rule")
     run(cryptorun, "artifacts", "explain", "--id", doomed)
     say("cryptorun artifacts gc --apply --force --family bench   # into the trash, undoable")

@@ -502,22 +502,3 @@ def test_a_compacted_file_cut_short_is_damaged_not_plain(
     plan = json.loads(ok(root, "compact", "--json"))
     (entry,) = [f for f in plan["files"] if f["path"] == rel]
     assert entry["skipped"] == "already compacted"  # never compacted twice
-
-
-def test_a_line_with_more_than_65536_values_comes_back() -> None:
-    import io
-
-    import xxhash as xx
-
-    from artifacts_tasks import jsonl_codec
-
-    line = json.dumps(list(range(70_000))).encode()
-    data = b'{"a": 1}\n' + line + b"\n" + line + b"\n"
-    out = io.BytesIO()
-    jsonl_codec.encode(
-        io.BytesIO(data),
-        out,
-        original_size=len(data),
-        original_xxh3_128=xx.xxh3_128_hexdigest(data),
-    )
-    assert b"".join(jsonl_codec.decode(io.BytesIO(out.getvalue()))) == data

@@ -140,6 +140,11 @@ def test_small_blocks_stream_and_join_exactly() -> None:
     assert packed.count(b"(\xb5/\xfd") == 1  # one zstd frame: its window spans the blocks
 
 
+def test_a_line_with_more_than_65536_values_comes_back() -> None:
+    line = json.dumps(list(range(70_000))).encode()
+    assert_round_trip(b'{"a": 1}\n' + line + b"\n" + line + b"\n")
+
+
 @pytest.mark.parametrize("level", [1, 3, 19])
 def test_the_level_is_a_parameter(level: int) -> None:
     data = b"".join(json.dumps({"n": i, "t": "abc"}).encode() + b"\n" for i in range(2000))
