@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import os
 import socket
 import stat
@@ -250,21 +251,30 @@ def sync_filesystem(path: Path) -> None:
 
 
 FAILPOINT_ENV = "ARTIFACTS_FAILPOINT"
+FAILPOINT_TRACE_ENV = "ARTIFACTS_FAILPOINT_TRACE"
 _failpoint_hits: dict[str, int] = {}
 
 
 def failpoint(name: str) -> None:
     """For the crash tests: `ARTIFACTS_FAILPOINT=name` (or `name:N`, the Nth time) makes
-    the process SIGKILL itself here, as a power cut would stop it."""
+    the process SIGKILL itself here, as a power cut would stop it. The name may be a glob
+    (`write:gc_report_*.md`), for the steps whose names hold a time.
+
+    `ARTIFACTS_FAILPOINT_TRACE=FILE` appends each point's name to FILE as it passes, so a
+    sweep can list every step of an operation and then kill it at each in turn."""
+    trace = os.environ.get(FAILPOINT_TRACE_ENV)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(name + "\n")
     wanted = os.environ.get(FAILPOINT_ENV)
     if not wanted:
         return
     point, _, nth = wanted.rpartition(":")
     if not nth.isdigit():  # `name` alone (a name may hold a colon: `write:.pins.json`)
         point, nth = wanted, ""
-    if point != name:
+    if not fnmatch.fnmatchcase(name, point):
         return
-    _failpoint_hits[name] = hits = _failpoint_hits.get(name, 0) + 1
+    _failpoint_hits[point] = hits = _failpoint_hits.get(point, 0) + 1
     if hits == (int(nth) if nth.isdigit() else 1):
         import signal
 
