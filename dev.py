@@ -113,8 +113,8 @@ def check() -> None:
     run(BIN / "ruff", "format", "--check", ".")
     say("mypy --strict artifacts_tasks")
     run(BIN / "mypy", "--strict", "artifacts_tasks")
-    say("pytest")
-    run(PY, "-m", "pytest", *sys.argv[2:])
+    say("pytest -n auto   # one worker per core")
+    run(PY, "-m", "pytest", "-n", "auto", *sys.argv[2:])
 
 
 def main() -> None:

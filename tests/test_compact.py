@@ -232,14 +232,9 @@ def test_a_file_changed_since_the_scan_is_left_alone(
 
 # ---- crash safety ------------------------------------------------------------------------
 
-STEPS = [
-    "journal_written",
-    "compacted:1",
-    "compacted:2",
-    "trash_copy_written",
-    "committed",
-    "rolled_forward",
-]
+# Two steps through the real entry point; tests/reliability/test_crash_sweep.py kills
+# compaction (and the restore that undoes it) at every step and during every recovery.
+STEPS = ["compacted:2", "committed"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -471,7 +466,7 @@ def test_compaction_keeps_the_owner(project: tuple[Path, dict[str, bytes]]) -> N
     assert manifest_rows(root)[rel][7]  # it was compacted
 
 
-@pytest.mark.parametrize("step", ["moved:1", "moved:2", "committed"])
+@pytest.mark.parametrize("step", ["moved:2"])
 def test_undoing_a_markdown_compaction_survives_a_kill(
     project: tuple[Path, dict[str, bytes]], step: str
 ) -> None:
