@@ -31,19 +31,24 @@ def fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        failpoint(f"write:{path.name}")  # the temp is whole, the old file still in place
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            failpoint(f"write:{path.name}")  # the temp is whole, the old file still in place
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is None or exc.filename == str(tmp):  # name the file the user knows
+            exc.filename = str(path)
         raise
-    fsync_dir(path.parent)
 
 
 def remove_stale_temps(directory: Path) -> None:
@@ -241,10 +246,17 @@ def _libc() -> Any:
 
 def sync_filesystem(path: Path) -> None:
     """Make every write on `path`'s file system durable: syncfs(2), or sync(2) without it."""
+    import ctypes
+
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         syncfs = getattr(_libc(), "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            if err != errno.ENOSYS:  # a write-back error (EIO, ENOSPC): nothing is durable
+                raise OSError(err, os.strerror(err), str(path))
             os.sync()
     finally:
         os.close(fd)

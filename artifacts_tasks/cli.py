@@ -1080,8 +1080,8 @@ def main(
         # every apply has undone or journaled its work before this reaches here.
         if args.debug:
             traceback.print_exc(file=err)
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=err)
+        where = "" if exc.filename is not None else f" (under {args.root})"
+        print(f"error: {args.command}: {errors.why(exc)}{where}{errors.fix(exc)}", file=err)
         return errors.EXIT_FAILED
     except Exception as exc:  # a bug: say so in one line unless --debug
         if args.debug:

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import xxhash
 
-from . import _fs, jsonl_codec, trash
+from . import _fs, errors, jsonl_codec, trash
 from .config import Config
 from .errors import ApplyError
 from .families import content_status
@@ -350,8 +350,8 @@ def apply(
         trash.abort(root, journal, refresh)
         if isinstance(exc, OSError):
             raise ApplyError(
-                f"compact --apply failed ({exc.strerror or exc}); every file is as it was "
-                "or verified compacted, nothing was lost"
+                f"compact --apply failed ({errors.why(exc)}); every file is as it was "
+                f"or verified compacted, nothing was lost{errors.fix(exc)}"
             ) from exc
         raise
     trash.roll_forward(root, journal)
@@ -359,8 +359,8 @@ def apply(
         refresh()
     except OSError as exc:
         raise ApplyError(
-            f"compaction is done, but the manifest could not be rewritten ({exc.strerror}); "
-            "the next command finishes that"
+            "compaction is done, but the manifest could not be rewritten "
+            f"({errors.why(exc)}); the next command finishes that{errors.fix(exc)}"
         ) from exc
     trash.remove_journal(root)
     return applied
@@ -416,6 +416,7 @@ def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: date
         dfd = _fs.open_dir_under(root, head)
     except OSError as exc:
         return f"its directory cannot be opened ({exc.strerror})"
+    replaced = False
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
         with os.fdopen(fd, "rb") as src:
@@ -442,15 +443,27 @@ def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: date
             finally:
                 os.close(tfd)
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            replaced = True
             os.fsync(dfd)
             return ""
     except OSError as exc:
+        if exc.filename is None:
+            exc.filename = p.path
+        if replaced:  # compacted, verified, and its original (if Markdown) in the trash
+            raise
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dfd)
         _drop_copy(root, p, trash_id)
-        return f"cannot be compacted ({exc.strerror or exc})"
+        if exc.errno in _STOP:
+            raise  # the disk or the system, not this file: the whole apply stops
+        return f"cannot be compacted ({errors.why(exc)})"
     finally:
         os.close(dfd)
+
+
+# Errors that are the disk's or the system's, not one file's: compacting the next file
+# would meet them too, and a user must hear of them (exit 1), not find a skipped file.
+_STOP = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE})
 
 
 def _drop_copy(root: Path, p: FilePlan, trash_id: str) -> None:

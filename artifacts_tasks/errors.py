@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 # Exit codes (DESIGN §6).
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -149,3 +152,34 @@ class JournalError(ArtifactsError):
 
 class TrashError(ArtifactsError):
     """A trash folder cannot be restored or read as recorded."""
+
+
+# What a user can do about a refusal from the file system, by errno.
+_FIXES = {
+    errno.ENOSPC: "free some space on that file system, then rerun",
+    errno.EDQUOT: "free some space (the disk quota is used up), then rerun",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg) before rerunning",
+    errno.EACCES: "check the owner and mode of that path, or run as its owner",
+    errno.EPERM: "check the owner and mode of that path, or run as its owner",
+    errno.EROFS: "the file system is read-only: remount it read-write, then rerun",
+    errno.EMFILE: "too many open files: raise the limit (`ulimit -n`), then rerun",
+    errno.ENFILE: "the system is out of file handles: close some programs, then rerun",
+    errno.EXDEV: "keep artifacts/.trash on the same file system as the tree",
+}
+
+
+def why(exc: BaseException) -> str:
+    """An OSError as a user reads it: what the system said, and about which path."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    if exc.filename is None:
+        return exc.strerror
+    from ._fs import display_path
+
+    return f"{exc.strerror}: {display_path(os.fsdecode(exc.filename))}"
+
+
+def fix(exc: BaseException) -> str:
+    """What to do about it, as the end of a sentence ("; free some space ..."), or ""."""
+    hint = _FIXES.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
+    return f"; {hint}" if hint else ""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import _fs, trash
+from . import _fs, errors, trash
 from .config import SAFETY_RULES, Config
 from .errors import ApplyError, PlanValidationError, TrashError
 from .manifest import Entry, Manifest, iso, shown_time
@@ -335,8 +335,8 @@ def apply(
         if isinstance(exc, OSError):
             at = f" at {_fs.display_path(mover.current)}" if mover and mover.current else ""
             raise ApplyError(
-                f"gc --apply failed{at} ({exc.strerror or exc}); every file it had moved is "
-                "back in place, nothing was lost"
+                f"gc --apply failed{at} ({errors.why(exc)}); every file it had moved is "
+                f"back in place, nothing was lost{errors.fix(exc)}"
             ) from exc
         raise
     trash.roll_forward(root, journal)
@@ -345,7 +345,8 @@ def apply(
     except OSError as exc:
         raise ApplyError(
             f"gc --apply moved {len(applied.moved)} run(s) to the trash, but the manifest "
-            f"could not be rewritten ({exc.strerror or exc}); the next command finishes that"
+            f"could not be rewritten ({errors.why(exc)}); the next command finishes that"
+            + errors.fix(exc)
         ) from exc
     _fs.failpoint("manifest_saved")
     trash.remove_journal(root)

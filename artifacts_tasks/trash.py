@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _fs
+from . import _fs, errors
 from .errors import ApplyError, JournalError, TrashError, UnsafeFileError, UsageError
 from .manifest import Entry, FileRecord, iso, parse_iso
 from .progress import NoProgress, Progress
@@ -232,7 +232,8 @@ def write_journal(root: Path, journal: Journal) -> None:
     except OSError as exc:
         if journal.state == "moving":
             raise ApplyError(
-                f"cannot write the journal {journal_path(root)} ({_why(exc)}); nothing was moved"
+                f"cannot write the journal {journal_path(root)} ({errors.why(exc)}); nothing "
+                f"was moved{errors.fix(exc)}"
             ) from None
         raise
 
@@ -354,23 +355,17 @@ def abort(root: Path, journal: Journal, refresh: Callable[[], object]) -> None:
         rollback(root, journal)
     except Exception as exc:
         raise ApplyError(
-            f"an apply failed and undoing it failed too ({_why(exc)}); its journal "
-            f"{journal_path(root)} stays, and the next command finishes the undo"
+            f"an apply failed and undoing it failed too ({errors.why(exc)}); its journal "
+            f"{journal_path(root)} stays, and the next command finishes the undo{errors.fix(exc)}"
         ) from exc
     try:
         refresh()
     except Exception as exc:
         raise ApplyError(
             f"an apply failed; every file it had moved is back in place, but the manifest "
-            f"could not be rewritten ({_why(exc)}); the next command finishes that"
+            f"could not be rewritten ({errors.why(exc)}); the next command finishes that"
         ) from exc
     remove_journal(root)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc)
 
 
 def sync(root: Path) -> None:
@@ -527,7 +522,9 @@ def trash_root(root: Path) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeFileError(str(root / TRASH_DIR), "is not a directory") from None
-        raise TrashError(f"{root / TRASH_DIR} cannot be made or opened ({_why(exc)})") from None
+        raise TrashError(
+            f"{root / TRASH_DIR} cannot be made or opened ({errors.why(exc)}){errors.fix(exc)}"
+        ) from None
 
 
 def new_trash_ids(root: Path, run_ids: Sequence[str]) -> list[str]:
@@ -821,7 +818,7 @@ def items(root: Path) -> list[TrashItem]:
     try:
         names = os.listdir(folder)
     except OSError as exc:
-        raise TrashError(f"{folder} cannot be read ({_why(exc)})") from None
+        raise TrashError(f"{folder} cannot be read ({errors.why(exc)})") from None
     found = []
     for name in names:
         if name.startswith(".") or not os.path.isdir(root / TRASH_DIR / name):
@@ -871,24 +868,32 @@ def purge(root: Path, doomed: Sequence[TrashItem], progress: Progress | None = N
     if not doomed:
         return
     fd = _open_trash(root)
-    hidden = ""
+    current = ""
+    hidden = False
     bar = progress or NoProgress()
     bar.start(len(doomed), sum(t.size for t in doomed))
     try:
         for item in doomed:
-            hidden = f"{PURGE_PREFIX}{item.trash_id}"
-            os.rename(item.trash_id, hidden, src_dir_fd=fd, dst_dir_fd=fd)
+            current, hidden = item.trash_id, False
+            os.rename(item.trash_id, f"{PURGE_PREFIX}{item.trash_id}", src_dir_fd=fd, dst_dir_fd=fd)
+            hidden = True
             _fs.failpoint("purge_renamed")
-            shutil.rmtree(hidden, dir_fd=fd)
+            shutil.rmtree(f"{PURGE_PREFIX}{item.trash_id}", dir_fd=fd)
             bar.advance(1, item.size)
+        current = ""
         os.fsync(fd)
         bar.close()
     except OSError as exc:
         bar.close()
+        if not current:
+            state = "every folder is purged"
+        elif hidden:
+            state = f"{current} is out of `trash list` already, and is removed then"
+        else:
+            state = f"{current} and the folders after it are still in the trash, whole"
         raise TrashError(
-            f"purging {root / TRASH_DIR / hidden} stopped ({_why(exc)}); fix that and run "
-            "`cryptorun artifacts trash purge` again (what is left is out of `trash list` "
-            "already and is removed then)"
+            f"purging {root / TRASH_DIR} stopped ({errors.why(exc)}){errors.fix(exc)}; run "
+            f"`cryptorun artifacts trash purge` again once that is fixed ({state})"
         ) from None
     finally:
         os.close(fd)
@@ -912,7 +917,7 @@ def _finish_purges(root: Path) -> list[str]:
             os.close(fd)
     except OSError as exc:
         # Purged data that cannot be removed blocks nothing else: say so, carry on.
-        return [f"could not finish an interrupted purge in {root / TRASH_DIR} ({_why(exc)})"]
+        return [f"could not finish an interrupted purge in {root / TRASH_DIR} ({errors.why(exc)})"]
     return [f"finished an interrupted purge of {len(left)} trash folder(s)"] if left else []
 
 
@@ -1013,7 +1018,8 @@ def restore(
             ) from None
         if isinstance(exc, OSError):
             raise ApplyError(
-                f"restore failed ({_why(exc)}); every file is back in the trash"
+                f"restore failed ({errors.why(exc)}); every file is back in the trash"
+                + errors.fix(exc)
             ) from exc
         raise
     roll_forward(root, journal)
@@ -1021,8 +1027,8 @@ def restore(
         refresh()
     except OSError as exc:
         raise ApplyError(
-            f"the run is restored, but the manifest could not be rewritten ({_why(exc)}); "
-            "the next command finishes that"
+            "the run is restored, but the manifest could not be rewritten "
+            f"({errors.why(exc)}); the next command finishes that{errors.fix(exc)}"
         ) from exc
     _fs.failpoint("manifest_saved")
     remove_journal(root)
