@@ -150,13 +150,52 @@ def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = (exc.problem or str(exc)).strip()
         raise ConfigError(shown, "", f"invalid YAML: {where}{problem}") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            shown, "", f"not UTF-8 text: {exc.reason} at byte {exc.position}; save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(shown, "", f"invalid YAML: {exc}") from None
+        raise ConfigError(shown, "", "invalid YAML: " + " ".join(str(exc).split())) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(shown, "", f"the top level must be a mapping, not {_kind(data)}")
+    if _expanded_size(data) > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            shown,
+            "",
+            f"its aliases expand to more than {MAX_CONFIG_VALUES:,} values (a YAML bomb?); "
+            "write the values out or use fewer nested aliases",
+        )
     return data
+
+
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(data: Any) -> int:
+    """How many values `data` holds once every alias is expanded, counted without expanding
+    (an alias is one shared object, so each is counted once and its size reused), and
+    stopping early past the limit: a billion laughs costs microseconds, not gigabytes."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        known = sizes.get(id(value))
+        if known is not None:
+            return known
+        sizes[id(value)] = MAX_CONFIG_VALUES + 1  # a cycle (impossible in safe YAML) is too big
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > MAX_CONFIG_VALUES:
+                break
+        sizes[id(value)] = total
+        return total
+
+    return size(data)
 
 
 def build_config(data: dict[str, Any], shown: str) -> Config:
