@@ -454,16 +454,11 @@ def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: date
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dfd)
         _drop_copy(root, p, trash_id)
-        if exc.errno in _STOP:
+        if exc.errno in errors.SYSTEM_ERRNOS:
             raise  # the disk or the system, not this file: the whole apply stops
         return f"cannot be compacted ({errors.why(exc)})"
     finally:
         os.close(dfd)
-
-
-# Errors that are the disk's or the system's, not one file's: compacting the next file
-# would meet them too, and a user must hear of them (exit 1), not find a skipped file.
-_STOP = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE})
 
 
 def _drop_copy(root: Path, p: FilePlan, trash_id: str) -> None:

@@ -154,6 +154,13 @@ class TrashError(ArtifactsError):
     """A trash folder cannot be restored or read as recorded."""
 
 
+# Errors that are the disk's or the system's, not one file's: an apply that meets one
+# stops (and is undone) rather than skipping a run or a file and exiting 0, since the next
+# run or file would meet it too and the user must hear of it.
+SYSTEM_ERRNOS = frozenset(
+    {errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE}
+)
+
 # What a user can do about a refusal from the file system, by errno.
 _FIXES = {
     errno.ENOSPC: "free some space on that file system, then rerun",

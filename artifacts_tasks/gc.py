@@ -216,6 +216,8 @@ def check_as_scanned(root: Path, entry: Entry) -> tuple[str, int]:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             return f"its directory {entry.directory!r} is now a symlink or not a directory", 0
+        if exc.errno in errors.SYSTEM_ERRNOS:
+            raise
         return f"its directory cannot be opened ({exc.strerror})", 0
     try:
         for f in entry.files:
@@ -225,6 +227,8 @@ def check_as_scanned(root: Path, entry: Entry) -> tuple[str, int]:
             except FileNotFoundError:
                 return f"{f.path} vanished since the scan", 0
             except OSError as exc:
+                if exc.errno in errors.SYSTEM_ERRNOS:
+                    raise
                 return f"{f.path} cannot be checked ({exc.strerror})", 0
             if not stat.S_ISREG(st.st_mode):
                 return f"{f.path} is no longer a regular file", 0
