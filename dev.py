@@ -3,6 +3,7 @@
 
 python3 dev.py demo    # .venv + install, sample tree -> scan -> list -> pin -> gc -> doit scan x2
 python3 dev.py check   # .venv + install, ruff, mypy --strict, pytest  (what CI runs)
+python3 dev.py reliability   # the reliability suite, its figures into docs/reliability.md
 """
 
 from __future__ import annotations
@@ -117,10 +118,15 @@ def check() -> None:
     run(PY, "-m", "pytest", "-n", "auto", *sys.argv[2:])
 
 
+def reliability() -> None:
+    """The reliability suite, then its figures written into docs/reliability.md."""
+    run(PY, HERE / "tools" / "reliability_figures.py")
+
+
 def main() -> None:
-    commands = {"demo": demo, "check": check}
+    commands = {"demo": demo, "check": check, "reliability": reliability}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
-        sys.exit("usage: python3 dev.py demo | check [pytest args]")
+        sys.exit("usage: python3 dev.py demo | check [pytest args] | reliability")
     setup()
     commands[sys.argv[1]]()
 

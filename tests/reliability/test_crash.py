@@ -25,6 +25,7 @@ import pytest
 import xxhash
 
 from ..conftest import run_main, write
+from . import harness
 
 CONFIG = """
 retention:
@@ -91,7 +92,7 @@ def _cli(root: Path, *argv: str, failpoint: str | None = None) -> subprocess.Com
     env = {k: v for k, v in os.environ.items() if k != "ARTIFACTS_FAILPOINT"}
     if failpoint:
         env["ARTIFACTS_FAILPOINT"] = failpoint
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv],
         cwd=root.parent,
         env=env,
@@ -100,6 +101,9 @@ def _cli(root: Path, *argv: str, failpoint: str | None = None) -> subprocess.Com
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+    if done.returncode == -signal.SIGKILL:
+        harness.count("kills.subprocess")
+    return done
 
 
 def _assert_no_loss(root: Path, original: Mapping[str, str]) -> None:

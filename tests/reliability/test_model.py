@@ -29,6 +29,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from artifacts_tasks import cli
 from artifacts_tasks.compact import read_original
 
+from . import harness
+
 START = datetime(2025, 9, 1)
 CONFIG = """\
 retention:
@@ -62,6 +64,7 @@ class Artifacts(RuleBasedStateMachine):
         self.clock = 0
 
     def teardown(self) -> None:
+        harness.count("model.sequences")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ---- what users do -------------------------------------------------------------------
@@ -168,6 +171,7 @@ class Artifacts(RuleBasedStateMachine):
 
     @invariant()
     def nothing_is_lost(self) -> None:
+        harness.count("model.checks")
         trashed: dict[str, list[Path]] = {}  # path -> trashed copies its record vouches for
         for record_path in self.root.glob(".trash/*/.record.json"):
             record = json.loads(record_path.read_text())

@@ -13,6 +13,8 @@ from pathlib import Path
 from artifacts_tasks.manifest import parse_manifest
 from artifacts_tasks.sample import generate
 
+from . import harness
+
 CONFIG = "compaction:\n  jsonl: {min_size_kb: 1}\n  markdown: {min_size_kb: 0}\n"
 
 
@@ -78,6 +80,10 @@ def test_mixed_writers_take_turns_and_readers_never_see_a_torn_manifest(tmp_path
     finally:
         stop.set()
         thread.join()
+    harness.count("races.rounds", 3)
+    harness.count("races.writers", 18)
+    harness.count("races.refused", refused)
+    harness.count("races.reads", reads)
     assert reads > 0 and torn == []
     assert refused > 0  # six writers started at once did meet at the lock
     verify = start(root, "verify")

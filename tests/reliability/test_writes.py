@@ -14,12 +14,14 @@ import pytest
 
 from artifacts_tasks.sample import generate
 
+from . import harness
+
 
 def cli(root: Path, *argv: str, failpoint: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "ARTIFACTS_FAILPOINT"}
     if failpoint:
         env["ARTIFACTS_FAILPOINT"] = failpoint
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv],
         env=env,
         capture_output=True,
@@ -27,6 +29,9 @@ def cli(root: Path, *argv: str, failpoint: str = "") -> subprocess.CompletedProc
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+    if done.returncode == -signal.SIGKILL:
+        harness.count("kills.subprocess")
+    return done
 
 
 def temps(root: Path) -> list[Path]:
