@@ -232,8 +232,8 @@ def write_journal(root: Path, journal: Journal) -> None:
     except OSError as exc:
         if journal.state == "moving":
             raise ApplyError(
-                f"cannot write the journal {journal_path(root)} ({errors.why(exc)}); nothing "
-                f"was moved{errors.fix(exc)}"
+                f"cannot write the journal ({errors.why(exc)}); nothing was moved"
+                + errors.fix(exc)
             ) from None
         raise
 
