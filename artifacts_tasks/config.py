@@ -144,7 +144,13 @@ def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
     import yaml  # imported on use: doit's up-to-date check never parses YAML
 
     try:
-        data = yaml.load(text, Loader=_strict_loader())
+        try:
+            data = yaml.load(text, Loader=_strict_loader(fast=True))
+        except yaml.YAMLError:
+            # libyaml's messages leave out the character at fault ("found character that
+            # cannot start any token"): parse the broken file again in Python for the
+            # user's sake; it raises the same error, in better words.
+            data = yaml.load(text, Loader=_strict_loader(fast=False))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -205,12 +211,14 @@ def build_config(data: dict[str, Any], shown: str) -> Config:
 
 
 @cache
-def _strict_loader() -> Any:
-    """A SafeLoader that rejects duplicate keys instead of silently keeping the last (on
-    libyaml's C parser when PyYAML has it: 1 ms where the pure-Python one takes 20)."""
+def _strict_loader(*, fast: bool) -> Any:
+    """A SafeLoader that rejects duplicate keys instead of silently keeping the last;
+    `fast`: on libyaml's C parser when PyYAML has it (1 ms where Python's takes 20)."""
     import yaml
 
-    class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if fast else yaml.SafeLoader
+
+    class StrictLoader(base):  # type: ignore[misc,valid-type]
         pass
 
     def construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:

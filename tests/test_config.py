@@ -105,6 +105,19 @@ BAD = [
         "not a valid pattern",
     ),
     ("!!python/object/apply:os.system ['touch PWNED']\n", "", "could not determine a constructor"),
+    # the character at fault is named (libyaml's own message leaves it out)
+    ("retention:\n\tbench: {keep: 1}\n", "", "found character '\\t' that cannot start"),
+    ('families:\n  x: {run_pattern: "a\\d"}\n', "", "unknown escape character 'd'"),
+    ("retention: {bench: {keep: 1}\n", "", "expected ',' or '}', but got '<stream end>'"),
+    (
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+        "",
+        "more than 100,000 values",
+    ),
 ]
 
 
