@@ -238,9 +238,10 @@ def _libc() -> Any:
     global _LIBC
     if _LIBC is None:
         import ctypes
-        import ctypes.util
 
-        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The process's own symbols, libc's among them: find_library("c") would fork
+        # `ldconfig -p` on every first call (and shift what strace counts in the tests).
+        _LIBC = ctypes.CDLL(None, use_errno=True)
     return _LIBC
 
 

@@ -415,6 +415,8 @@ def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: date
     try:
         dfd = _fs.open_dir_under(root, head)
     except OSError as exc:
+        if exc.errno in errors.SYSTEM_ERRNOS:
+            raise
         return f"its directory cannot be opened ({exc.strerror})"
     replaced = False
     try:
@@ -447,7 +449,7 @@ def _apply_one(root: Path, p: FilePlan, config: Config, trash_id: str, now: date
             os.fsync(dfd)
             return ""
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None or exc.filename == tmp:  # the file the user knows
             exc.filename = p.path
         if replaced:  # compacted, verified, and its original (if Markdown) in the trash
             raise

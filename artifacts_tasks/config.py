@@ -157,15 +157,36 @@ def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
         problem = (exc.problem or str(exc)).strip()
         raise ConfigError(shown, "", f"invalid YAML: {where}{problem}") from None
     except yaml.reader.ReaderError as exc:
+        if exc.encoding == "unicode":  # decoded fine, but holds a control character
+            raise ConfigError(
+                shown,
+                "",
+                f"invalid YAML: character {exc.character:#04x} at character {exc.position} "
+                "is not allowed (a control character); remove it",
+            ) from None
         raise ConfigError(
             shown, "", f"not UTF-8 text: {exc.reason} at byte {exc.position}; save it as UTF-8"
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(shown, "", "invalid YAML: " + " ".join(str(exc).split())) from None
+    except RecursionError:
+        raise ConfigError(
+            shown, "", f"invalid YAML: nested more than {MAX_CONFIG_DEPTH} levels deep"
+        ) from None
+    except TypeError as exc:  # `? [a, b]: 1`: a list or a mapping as a key
+        raise ConfigError(shown, "", f"invalid YAML: a key must be a plain value ({exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(shown, "", f"the top level must be a mapping, not {_kind(data)}")
+    try:
+        too_deep = _depth(data) > MAX_CONFIG_DEPTH
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ConfigError(
+            shown, "", f"invalid YAML: nested more than {MAX_CONFIG_DEPTH} levels deep"
+        )
     if _expanded_size(data) > MAX_CONFIG_VALUES:
         raise ConfigError(
             shown,
@@ -177,6 +198,23 @@ def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
 
 
 MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32  # the schema needs 5; a validator recursing 400 deep gives up
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and mappings nest (each shared alias measured once)."""
+    depths: dict[int, int] = {}
+
+    def depth(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 0
+        known = depths.get(id(value))
+        if known is None:
+            items = value.values() if isinstance(value, dict) else value
+            known = depths[id(value)] = 1 + max((depth(item) for item in items), default=0)
+        return known
+
+    return depth(data)
 
 
 def _expanded_size(data: Any) -> int:

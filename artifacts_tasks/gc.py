@@ -327,6 +327,7 @@ def apply(
                 if why:
                     applied.moved.remove((v, tid))
                     skipped.append({"id": v.item.id, "family": v.item.family, "reason": why})
+            mover.current = ""  # every run moved: what fails now names its own file
         md, js = report(root, p, applied, config)
         _fs.atomic_write(root / trash.TRASH_DIR / report_md, md.encode("utf-8", "surrogateescape"))
         _fs.atomic_write(

@@ -232,8 +232,7 @@ def write_journal(root: Path, journal: Journal) -> None:
     except OSError as exc:
         if journal.state == "moving":
             raise ApplyError(
-                f"cannot write the journal ({errors.why(exc)}); nothing was moved"
-                + errors.fix(exc)
+                f"cannot write the journal ({errors.why(exc)}); nothing was moved" + errors.fix(exc)
             ) from None
         raise
 
@@ -613,6 +612,7 @@ class Mover:
         replaced or rewritten after the plan's check is not the one planned). Otherwise the
         run's files go back, its folder is removed, and the reason is returned ("" = done).
         """
+        self.current = f"{TRASH_DIR}/{trash_id}"  # until a file moves, the folder is at stake
         os.mkdir(trash_id, 0o755, dir_fd=self.trash_fd)
         made = {"": _open_dir(trash_id, self.trash_fd)}
         done: list[tuple[Move, int, str]] = []
