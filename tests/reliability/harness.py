@@ -219,21 +219,26 @@ def assert_no_loss(
     *,
     strict: bool = True,
 ) -> None:
-    """Every original byte of `before` is still held: a file in place at its path (or in a
-    recorded trash folder), a trashed file in the trash (or restored to its place). Only
-    the folders named in `purged` may go. Counts the bytes checked and the bytes lost."""
+    """Every original byte of `before` is still held, where it may be: a file in place at
+    its path or in a trash folder under that same path; a trashed file in its folder or
+    back at its path; a cleaned Markdown file, or the original it was made from. Only the
+    folders named in `purged` may go. Counts the bytes checked and the bytes lost."""
     here = {rel: digest(data) for rel, data in originals(root).items()}
-    trashed = {d for files in trash_folders(root, strict=strict).values() for d in files.values()}
-    anywhere = trashed | set(here.values())
+    folders = trash_folders(root, strict=strict)
+    trashed = {(rel, sum_) for files in folders.values() for rel, sum_ in files.items()}
     lost = []
     for key, (sum_, _) in before.items():
         kind, _, rest = key.partition("/")
-        if kind == "tree" and (here.get(rest) == sum_ or sum_ in trashed):
+        if kind == "tree" and (here.get(rest) == sum_ or (rest, sum_) in trashed):
             continue
-        if kind == "derived" and sum_ in anywhere:  # what it was made from is held
-            continue
-        if kind == "trash" and (sum_ in anywhere or rest.split("/", 1)[0] in purged):
-            continue
+        if kind == "trash":
+            folder, _, rel = rest.partition("/")
+            if folders.get(folder, {}).get(rel) == sum_ or here.get(rel) == sum_:
+                continue
+            if folder in purged:
+                continue
+        if kind == "derived" and (sum_ in here.values() or sum_ in {s for _, s in trashed}):
+            continue  # what it was made from is held
         lost.append(key)
     count("bytes_lost", sum(before[key][1] for key in lost))
     assert not lost, f"lost: {lost}"
@@ -249,6 +254,9 @@ def assert_clean(root: Path) -> None:
         if ".tmp-" in p.name or p.name.startswith(".purge-") or p.name == ".journal.json"
     ]
     assert leftovers == [], leftovers
+    for record in (root / ".trash").glob("*/.record.json"):
+        for f in json.loads(record.read_text())["files"]:
+            assert (record.parent / f["path"]).is_file(), f"{record.parent.name}: {f['path']}"
     manifest = parse_manifest((root / ".manifest.json").read_bytes(), "the manifest")
     recorded = {f.path: f.xxh3_128 for e in manifest.entries for f in e.files}
     on_disk = {p.relative_to(root).as_posix(): digest(p.read_bytes()) for p in _files(root)}

@@ -103,19 +103,26 @@ def _calls(root: Path, argv: list[str], trace: Path) -> dict[str, list[int]]:
     assert done.returncode == 0, done.stderr
     seen: dict[str, int] = {}
     touching: dict[str, list[int]] = {s: [] for s in SYSCALLS}
-    where = str(root)
+    main_pid = ""
     for line in trace.read_text(errors="replace").splitlines():
-        m = re.match(r"\d+\s+(\w+)\(", line)
-        if not m or m.group(1) not in touching:
+        m = re.match(r"(\d+)\s+(\w+)\(", line)
+        if not m or m.group(2) not in touching:
             continue
-        name = m.group(1)
+        main_pid = main_pid or m.group(1)
+        if m.group(1) != main_pid:  # `when=N` counts the calls of one process
+            continue
+        name = m.group(2)
         seen[name] = n = seen.get(name, 0) + 1
-        # `-y` shows the working directory on every AT_FDCWD: a call touches the project
-        # when a path or an fd names the root (relative paths start from its parent).
-        call = re.sub(r"AT_FDCWD<[^>]*>", "AT_FDCWD", line)
-        if where in call or re.search(r'\(("|AT_FDCWD, ")artifacts\b', call):
+        if _touches(root, line):
             touching[name].append(n)
     return touching
+
+
+def _touches(root: Path, line: str) -> bool:
+    """Whether a traced call names the project: `-y` shows the working directory on every
+    AT_FDCWD, so a path or an fd must name the root (relative paths start from its parent)."""
+    call = re.sub(r"AT_FDCWD<[^>]*>", "AT_FDCWD", line)
+    return str(root) in call or re.search(r'\(("|AT_FDCWD, ")artifacts\b', call) is not None
 
 
 def _spread(ordinals: list[int]) -> list[int]:
@@ -143,19 +150,13 @@ def test_an_injected_fault_ends_in_one_clear_line_and_the_next_command_recovers(
                 n += 1
                 case = copy(pristine, shm_path / f"f{n}")
                 inject = f"inject={syscall}:error={code_name}:when={nth}"
-                strace = [
-                    STRACE or "",
-                    "-f",
-                    "-qq",
-                    "-o",
-                    os.devnull,
-                    "-e",
-                    f"trace={syscall}",
-                    "-e",
-                    inject,
-                ]
-                done = _cli(case.root, case.argv, strace)
+                injected = shm_path / f"f{n}.trace"
+                strace = [STRACE or "", "-f", "-qq", "-y", "-o", str(injected)]
+                done = _cli(case.root, case.argv, [*strace, "-e", f"trace={syscall}", "-e", inject])
                 what = (name, inject, done.returncode, done.stderr)
+                # The fault struck, once, and at a call on the project.
+                (hit,) = [x for x in injected.read_text().splitlines() if "(INJECTED)" in x]
+                assert _touches(case.root, hit), (what, hit)
                 assert done.returncode in (0, 1, 2), what
                 assert "Traceback" not in done.stderr and "internal error" not in done.stderr, what
                 errors = [
@@ -287,8 +288,12 @@ def test_an_error_after_a_compacted_file_replaced_its_original_keeps_the_trash_c
     real_fsync = os.fsync
 
     def failing_fsync(fd: int) -> None:
-        caller = sys._getframe(1).f_code.co_name
-        if caller == "_apply_one" and stat.S_ISDIR(os.fstat(fd).st_mode):
+        caller = sys._getframe(1)  # compaction's own fsync of the directory of a .md file
+        if (
+            caller.f_code.co_name == "_apply_one"
+            and str(caller.f_locals.get("name", "")).endswith(".md")
+            and stat.S_ISDIR(os.fstat(fd).st_mode)
+        ):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_fsync(fd)
 
@@ -309,3 +314,8 @@ def test_an_error_after_a_compacted_file_replaced_its_original_keeps_the_trash_c
     assert run(case.root, "list").code == 0
     harness.assert_no_loss(case.root, case.held)
     harness.assert_clean(case.root)
+    cleaned = [
+        rel for rel, data in harness.originals(case.root).items() if data.startswith(b"# gw 1")
+    ]
+    assert cleaned, "the fault came after a Markdown file was cleaned in place"
+    assert list((case.root / ".trash").glob(f"*/{cleaned[0]}")), "and its original is kept"
