@@ -18,7 +18,7 @@ import io
 import json
 import shutil
 import tempfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import xxhash
@@ -39,6 +39,8 @@ retention:
 compaction:
   jsonl: {min_size_kb: 0}
   markdown: {min_size_kb: 0}
+trash:
+  retention_days: 30
 """
 
 
@@ -130,9 +132,11 @@ class Artifacts(RuleBasedStateMachine):
             for e in (newest, newest_pass):
                 if e is not None:
                     protected[e["id"]] = e["paths"]
+        expired = self.expired()
         code, _ = run(self.root, self.config, "gc", "--apply", "--force")
         assert code == 0
         event(f"gc with {len(before)} runs")
+        self.forget_purged(expired)  # gc --apply purges what was trashed over 30 days ago
         for run_id, paths in protected.items():
             for rel in paths:
                 assert (self.root / rel).exists(), f"protected run {run_id} lost {rel}"
@@ -161,11 +165,52 @@ class Artifacts(RuleBasedStateMachine):
                 assert any(t.read_bytes() == data for t in trashed), rel
                 self.files[rel] = path.read_bytes()
 
-    @rule()
-    def purge_the_trash(self) -> None:
-        code, _ = run(self.root, self.config, "trash", "purge", "--older-than", "0h")
+    @rule(everything=st.booleans())
+    def purge_the_trash(self, everything: bool) -> None:
+        expired = self.expired(everything)
+        argv = ["--older-than", "0h"] if everything else []
+        code, _ = run(self.root, self.config, "trash", "purge", *argv)
         assert code == 0
-        self.files = {p: d for p, d in self.files.items() if (self.root / p).exists()}
+        self.forget_purged(expired)
+
+    @rule(days=st.sampled_from([1, 20, 29, 31, 45]))  # either side of the 30 days
+    def time_passes(self, days: int) -> None:
+        """The clock moves on for the trash: each folder was trashed `days` earlier."""
+        for record_path in self.root.glob(".trash/*/.record.json"):
+            record = json.loads(record_path.read_text())
+            when = datetime.fromisoformat(record["trashed_at"].replace("Z", "+00:00"))
+            record["trashed_at"] = (when - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            record_path.write_text(json.dumps(record))
+
+    # ---- the model's view of the trash ---------------------------------------------------------
+
+    def expired(self, everything: bool = False) -> dict[str, set[str]]:
+        """The folders a purge must delete now (trashed over 30 days ago) -> their paths."""
+        cutoff = datetime.now(UTC) - timedelta(days=30)
+        folders = {}
+        for record_path in self.root.glob(".trash/*/.record.json"):
+            record = json.loads(record_path.read_text())
+            when = datetime.fromisoformat(record["trashed_at"].replace("Z", "+00:00"))
+            if everything or when <= cutoff:
+                folders[record_path.parent.name] = {f["path"] for f in record["files"]}
+        return folders
+
+    def forget_purged(self, folders: dict[str, set[str]]) -> None:
+        """Drop the files a purge deleted from the model, after checking it had the right
+        to, and that it did delete every folder past its time."""
+        kept = [name for name in folders if (self.root / ".trash" / name).exists()]
+        assert not kept, f"trash folders past their time were kept: {kept}"
+        expired = set().union(*folders.values())
+        held = {
+            p.relative_to(self.root / ".trash").as_posix().split("/", 1)[1]
+            for p in self.root.glob(".trash/*/**/*")
+            if p.is_file()
+        }
+        purged = [r for r in self.files if not (self.root / r).exists() and r not in held]
+        event(f"purge with {'nothing' if not expired else 'something'} expired")
+        for rel in purged:
+            assert rel in expired, f"{rel} was purged before its time"
+            del self.files[rel]
 
     # ---- what must hold --------------------------------------------------------------------
 
