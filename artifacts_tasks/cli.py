@@ -938,6 +938,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
+def _an_id(value: str) -> str:
+    """An id as `list` and `trash list` print them: never a path, checked before the
+    command touches anything (a usage error leaves even a stale manifest as it is)."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an id: copy one from `list` or `trash list`"
+        )
+    return value
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
@@ -967,7 +977,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show each run's files")
 
     p = command("pin", cmd_pin, "pin a run so that gc never deletes it (or unpin it)")
-    p.add_argument("--id", required=True, metavar="ID", help="the run's id (see `list`)")
+    p.add_argument(
+        "--id", required=True, type=_an_id, metavar="ID", help="the run's id (see `list`)"
+    )
     state = p.add_mutually_exclusive_group(required=True)
     state.add_argument("--on", dest="on", action="store_true", help="pin it")
     state.add_argument("--off", dest="on", action="store_false", help="unpin it")
@@ -988,7 +1000,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
     p = command("restore", cmd_restore, "move a trashed run back where it was")
     p.add_argument(
-        "--id", required=True, metavar="ID", help="the run's id or trash folder (see `trash list`)"
+        "--id",
+        required=True,
+        type=_an_id,
+        metavar="ID",
+        help="the run's id or trash folder (see `trash list`)",
     )
 
     p = command("trash", cmd_trash_list, "the trash: list it, or purge what has expired")
@@ -1015,7 +1031,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
 
     p = command("explain", cmd_explain, "why a run is kept or would be deleted, rule by rule")
-    p.add_argument("--id", required=True, metavar="ID", help="the run's id (see `list`)")
+    p.add_argument(
+        "--id", required=True, type=_an_id, metavar="ID", help="the run's id (see `list`)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable")
 
     p = command("compact", cmd_compact, "plan compaction (a dry run), or apply it")

@@ -441,3 +441,22 @@ def test_a_family_of_100000_files_is_refused_then_scanned_and_planned(
     assert len(doc["delete"]) == 100_000 - len(doc["keep"])
     harness.count("files_in_largest_family", 100_000)
     print(f"100,000 files: scan {scan_s:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["restore", "--id", "../bench"], ["pin", "--id", "a/b", "--on"], ["explain", "--id", ".."]],
+)
+def test_an_id_that_is_a_path_is_refused_before_anything_is_touched(
+    pristine: Case, shm_path: Path, argv: list[str]
+) -> None:
+    """Even on a copied tree, whose manifest any other command would refresh first."""
+    import shutil
+
+    shutil.copytree(pristine.root.parent, shm_path / "p", symlinks=True)
+    root = shm_path / "p" / "artifacts"
+    before = _everything(root)
+    done = run(root, *argv)
+    assert done.code == 2 and "is not an id" in done.err, done.err
+    assert _everything(root) == before
+    harness.count("hostile")
