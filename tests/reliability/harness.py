@@ -14,10 +14,11 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,33 @@ def run(
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
         )
+
+
+def run_subprocess(
+    root: Path,
+    *argv: str,
+    failpoint: str = "",
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """One CLI command through the real entry point, `python -m artifacts_tasks`, from the
+    root's parent directory, behind `prefix` (strace, setpriv) when given."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTS_FAILPOINT")}
+    if failpoint:
+        environ["ARTIFACTS_FAILPOINT"] = failpoint
+    cli_argv = ["-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv]
+    done = subprocess.run(
+        [*prefix, sys.executable, *cli_argv],
+        cwd=root.parent,
+        env={**environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode == -signal.SIGKILL:
+        count("kills.subprocess")
+    return done
 
 
 def steps(trace: Path) -> list[str]:

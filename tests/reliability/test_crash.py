@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,22 +87,8 @@ def _trashed(root: Path) -> dict[str, set[str]]:
     return held
 
 
-def _cli(root: Path, *argv: str, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ARTIFACTS_FAILPOINT"}
-    if failpoint:
-        env["ARTIFACTS_FAILPOINT"] = failpoint
-    done = subprocess.run(
-        [sys.executable, "-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv],
-        cwd=root.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode == -signal.SIGKILL:
-        harness.count("kills.subprocess")
-    return done
+def _cli(root: Path, *argv: str, failpoint: str = "") -> subprocess.CompletedProcess[str]:
+    return harness.run_subprocess(root, *argv, failpoint=failpoint)
 
 
 def _assert_no_loss(root: Path, original: Mapping[str, str]) -> None:

@@ -64,29 +64,10 @@ needs_strace = pytest.mark.skipif(not _strace_works(), reason="strace cannot tra
 
 
 def _cli(root: Path, argv: list[str], strace: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTS_FAILPOINT")}
     # The Nth openat must be the same call in the traced run and in the injected one: no
     # run writes bytecode (_calls warms the cache first), and sets iterate in one order.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONHASHSEED"] = "0"
-    return subprocess.run(
-        [
-            *strace,
-            sys.executable,
-            "-m",
-            "artifacts_tasks",
-            "--root",
-            str(root),
-            "--no-progress",
-            *argv,
-        ],
-        cwd=root.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    return harness.run_subprocess(root, *argv, prefix=strace, env=env)
 
 
 def _calls(root: Path, argv: list[str], trace: Path) -> dict[str, list[int]]:

@@ -4,10 +4,8 @@ at its worst moment: the temp file complete, the old file still in place."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +16,7 @@ from . import harness
 
 
 def cli(root: Path, *argv: str, failpoint: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ARTIFACTS_FAILPOINT"}
-    if failpoint:
-        env["ARTIFACTS_FAILPOINT"] = failpoint
-    done = subprocess.run(
-        [sys.executable, "-m", "artifacts_tasks", "--root", str(root), "--no-progress", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode == -signal.SIGKILL:
-        harness.count("kills.subprocess")
-    return done
+    return harness.run_subprocess(root, *argv, failpoint=failpoint)
 
 
 def temps(root: Path) -> list[Path]:
