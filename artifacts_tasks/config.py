@@ -180,14 +180,14 @@ def parse_yaml(text: bytes, shown: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(shown, "", f"the top level must be a mapping, not {_kind(data)}")
     try:
-        too_deep = _depth(data) > MAX_CONFIG_DEPTH
+        values, depth = _measure(data)
     except RecursionError:
-        too_deep = True
-    if too_deep:
+        values, depth = 0, MAX_CONFIG_DEPTH + 1
+    if depth > MAX_CONFIG_DEPTH:
         raise ConfigError(
             shown, "", f"invalid YAML: nested more than {MAX_CONFIG_DEPTH} levels deep"
         )
-    if _expanded_size(data) > MAX_CONFIG_VALUES:
+    if values > MAX_CONFIG_VALUES:
         raise ConfigError(
             shown,
             "",
@@ -201,45 +201,30 @@ MAX_CONFIG_VALUES = 100_000
 MAX_CONFIG_DEPTH = 32  # the schema needs 5; a validator recursing 400 deep gives up
 
 
-def _depth(data: Any) -> int:
-    """How deeply lists and mappings nest (each shared alias measured once)."""
-    depths: dict[int, int] = {}
+def _measure(data: Any) -> tuple[int, int]:
+    """How many values `data` holds once every alias is expanded, and how deeply its lists
+    and mappings nest, without expanding anything: an alias is one shared object, measured
+    once and its figures reused, and counting stops past the limit, so a billion laughs
+    costs microseconds, not gigabytes."""
+    known: dict[int, tuple[int, int]] = {}
 
-    def depth(value: Any) -> int:
+    def measure(value: Any) -> tuple[int, int]:
         if not isinstance(value, dict | list):
-            return 0
-        known = depths.get(id(value))
-        if known is None:
-            items = value.values() if isinstance(value, dict) else value
-            known = depths[id(value)] = 1 + max((depth(item) for item in items), default=0)
-        return known
-
-    return depth(data)
-
-
-def _expanded_size(data: Any) -> int:
-    """How many values `data` holds once every alias is expanded, counted without expanding
-    (an alias is one shared object, so each is counted once and its size reused), and
-    stopping early past the limit: a billion laughs costs microseconds, not gigabytes."""
-    sizes: dict[int, int] = {}
-
-    def size(value: Any) -> int:
-        if not isinstance(value, dict | list):
-            return 1
-        known = sizes.get(id(value))
-        if known is not None:
-            return known
-        sizes[id(value)] = MAX_CONFIG_VALUES + 1  # a cycle (impossible in safe YAML) is too big
+            return 1, 0
+        if id(value) in known:
+            return known[id(value)]
+        known[id(value)] = MAX_CONFIG_VALUES + 1, 0  # a cycle (impossible in safe YAML)
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        total = 1
+        total, deepest = 1, 0
         for item in items:
-            total += size(item)
-            if total > MAX_CONFIG_VALUES:
+            size, depth = measure(item)
+            total, deepest = total + size, max(deepest, depth)
+            if total > MAX_CONFIG_VALUES or deepest > MAX_CONFIG_DEPTH:
                 break
-        sizes[id(value)] = total
-        return total
+        known[id(value)] = total, deepest + 1
+        return known[id(value)]
 
-    return size(data)
+    return measure(data)
 
 
 def build_config(data: dict[str, Any], shown: str) -> Config:
