@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -382,7 +383,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Case:
 def test_a_hostile_input_gets_its_answer_and_loses_nothing(
     pristine: Case, shm_path: Path, name: str
 ) -> None:
-    import shutil
 
     hostile = CATALOGUE[name]
     shutil.copytree(pristine.root.parent, shm_path / "p", symlinks=True)
@@ -451,7 +451,6 @@ def test_an_id_that_is_a_path_is_refused_before_anything_is_touched(
     pristine: Case, shm_path: Path, argv: list[str]
 ) -> None:
     """Even on a copied tree, whose manifest any other command would refresh first."""
-    import shutil
 
     shutil.copytree(pristine.root.parent, shm_path / "p", symlinks=True)
     root = shm_path / "p" / "artifacts"
